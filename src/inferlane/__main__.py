@@ -1,0 +1,3 @@
+from inferlane.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""``inferlane serve --config FILE``: run the gateway until SIGINT/SIGTERM, reloading on change."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from inferlane.cli.runtime import run as run_async
+from inferlane.cli.runtime import wait_for_shutdown_signal
+from inferlane.config.build import DEFAULT_MAX_BODY_BYTES, build_snapshot
+from inferlane.config.loader import load_config_file
+from inferlane.config.reload import ConfigReloader
+from inferlane.dataplane.server import GatewayServer, ServerOptions
+from inferlane.dataplane.upstream import UpstreamOptions
+from inferlane.errors import ConfigError
+from inferlane.routing.router import GatewaySnapshot
+
+log = logging.getLogger("inferlane")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True, help="multi-document YAML config")
+    parser.add_argument("--port", type=int, default=None,
+                        help="listen on this port instead of the first listener's")
+    parser.add_argument("--host", default="0.0.0.0", help="bind address (default: 0.0.0.0)")
+    add_tuning_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        help="largest accepted request body (default: 10 MiB; larger → 413)")
+    parser.add_argument("--connect-timeout", type=float, default=5.0,
+                        help="seconds to connect to a model server (default: 5)")
+    parser.add_argument("--read-timeout", type=float, default=300.0,
+                        help="seconds a model server may stay silent mid-response (default: 300)")
+    parser.add_argument("--reload-interval", type=float, default=1.0,
+                        help="seconds between config file change checks (default: 1)")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def server_options(args: argparse.Namespace, *, host: str, port: int | None) -> ServerOptions:
+    return ServerOptions(
+        host=host,
+        port_override=port,
+        access_log=args.access_log,
+        upstream=UpstreamOptions(
+            connect_timeout=args.connect_timeout, read_timeout=args.read_timeout
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_config_file(args.config)
+        snapshot = build_snapshot(bundle, max_body_bytes=args.max_body_bytes)
+    except ConfigError as error:
+        for issue in error.issues:
+            print(issue, file=sys.stderr)
+        return 2
+    for warning in bundle.warnings:
+        log.warning("%s", warning)
+    return run_async(_serve(args, snapshot))
+
+
+async def _serve(args: argparse.Namespace, snapshot: GatewaySnapshot) -> int:
+    server = GatewayServer(snapshot, server_options(args, host=args.host, port=args.port))
+    try:
+        await server.start()
+    except OSError as error:
+        print(f"inferlane: cannot listen: {error}", file=sys.stderr)
+        return 2
+    reloader = ConfigReloader(
+        args.config, server.apply, server.metrics,
+        max_body_bytes=args.max_body_bytes, poll_interval=args.reload_interval,
+    )
+    reloader.start()
+    ports = ", ".join(f"{name}={port}" for name, port in server.ports.items())
+    log.info("inferlane serving (%s); config %s generation %d", ports, args.config,
+             snapshot.generation)
+    try:
+        await wait_for_shutdown_signal()
+        log.info("shutting down: finishing in-flight requests")
+    finally:
+        await reloader.stop()
+        await server.stop()
+    return 0

@@ -1,0 +1,41 @@
+"""``inferlane validate FILE``: every problem as ``file:line: kind/name: field.path: message``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from inferlane.config.build import build_snapshot
+from inferlane.config.loader import load_config_file
+from inferlane.errors import ConfigError
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="multi-document YAML config")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        bundle = load_config_file(args.file)
+        snapshot = build_snapshot(bundle)
+    except ConfigError as error:
+        for issue in error.issues:
+            print(issue, file=sys.stderr)
+        count = len(error.issues)
+        print(f"{args.file}: invalid ({count} problem{'s' if count != 1 else ''})", file=sys.stderr)
+        return 1
+    for warning in bundle.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    kinds = Counter[str]()
+    kinds["Gateway"] = len(bundle.gateways)
+    kinds["HTTPRoute"] = len(bundle.http_routes)
+    kinds["InferencePool"] = len(bundle.inference_pools)
+    kinds["ModelServer"] = len(bundle.model_servers)
+    kinds["InferenceModelRewrite"] = len(bundle.model_rewrites)
+    summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
+    endpoints = sum(len(pool.endpoints) for pool in snapshot.pools.values())
+    print(f"{args.file}: valid ({summary}; {endpoints} endpoints; "
+          f"models: {', '.join(snapshot.models) or 'any'})")
+    return 0

@@ -1,0 +1,303 @@
+"""Checks across resources, and warnings for settings that load but are not served yet.
+
+Runs after every document validated on its own (phase one still: nothing is built here).
+Errors: duplicate resources, no Gateway, references to missing or unsupported objects,
+routes that attach to no listener, rules with nowhere to send traffic, two ModelServers on one
+address. Warnings: accepted-but-not-implemented features, pools with no servers, servers and
+pools nobody uses, shadowed model rewrites, unknown ``inferlane.dev/`` annotations.
+
+All problems are collected, not just the first. A resource that failed its own validation is
+remembered as "broken" so references to it do not produce a second, misleading error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from inferlane.config.attachment import attached_listeners
+from inferlane.config.issues import suggest
+from inferlane.config.paths import Path, format_path
+from inferlane.config.resources import (
+    ANNOTATION_PREFIX,
+    GATEWAY_GROUP,
+    INFERENCE_GROUP,
+    NOT_IMPLEMENTED_FILTERS,
+    Gateway,
+    HTTPRoute,
+    HTTPRouteFilter,
+    InferenceModelRewrite,
+    InferencePool,
+    ModelServer,
+    Resource,
+)
+from inferlane.config.yaml_source import LineMap
+from inferlane.errors import ConfigIssue
+
+ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A validated resource and the line map of the document it came from."""
+
+    resource: Resource
+    lines: LineMap
+
+
+@dataclass(slots=True)
+class Findings:
+    """Errors and warnings collected while checking one config."""
+
+    source: str
+    errors: list[ConfigIssue] = field(default_factory=list)
+    warnings: list[ConfigIssue] = field(default_factory=list)
+    broken: set[ResourceKey] = field(default_factory=set)  # failed their own validation
+
+    def error(self, item: Loaded, path: Path, message: str) -> None:
+        self.errors.append(self._issue(item, path, message))
+
+    def warn(self, item: Loaded, path: Path, message: str) -> None:
+        self.warnings.append(self._issue(item, path, message))
+
+    def _issue(self, item: Loaded, path: Path, message: str) -> ConfigIssue:
+        res = item.resource
+        return ConfigIssue(res.kind, res.name, format_path(path), message, file=self.source,
+                           line=item.lines.line_for(path))
+
+
+class _Index:
+    def __init__(self, items: Sequence[Loaded]) -> None:
+        self.by_key: dict[ResourceKey, Loaded] = {}
+        for item in items:
+            self.by_key.setdefault(item.resource.key, item)
+        self.pools = [i.resource for i in items if isinstance(i.resource, InferencePool)]
+        self.servers = [i.resource for i in items if isinstance(i.resource, ModelServer)]
+        self.routes = [i.resource for i in items if isinstance(i.resource, HTTPRoute)]
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        item = self.by_key.get((kind, namespace, name))
+        return item.resource if item else None
+
+    def names(self, kind: str, namespace: str) -> list[str]:
+        return [key[2] for key in self.by_key if key[0] == kind and key[1] == namespace]
+
+
+def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
+    """Append every cross-resource error and warning about ``items`` to ``findings``."""
+    index = _Index(items)
+    first_line: dict[ResourceKey, int] = {}
+    for item in items:
+        key = item.resource.key
+        if key in first_line:
+            findings.error(item, ("metadata", "name"), f'duplicate {key[0]} "{key[1]}/{key[2]}" '
+                                                       f"(first defined on line {first_line[key]})")
+        first_line.setdefault(key, item.lines.line_for(()))
+    if not any(isinstance(i.resource, Gateway) for i in items) and not any(
+            key[0] == "Gateway" for key in findings.broken):
+        findings.errors.append(ConfigIssue(
+            "Gateway", "?", "", "no Gateway defined: add a Gateway with an HTTP listener "
+                                "(gateway.networking.k8s.io/v1)", file=findings.source))
+    for item in items:
+        _check_annotations(item, findings)
+        res = item.resource
+        if isinstance(res, Gateway):
+            _check_gateway(item, res, findings)
+        elif isinstance(res, HTTPRoute):
+            _check_route(item, res, index, findings)
+        elif isinstance(res, InferencePool):
+            _check_pool(item, res, index, findings)
+        elif isinstance(res, ModelServer):
+            _check_server(item, res, index, findings)
+    _check_rewrites([i for i in items if isinstance(i.resource, InferenceModelRewrite)], index,
+                    findings)
+
+
+def _not_found(index: _Index, findings: Findings, kind: str, namespace: str,
+               name: str) -> str | None:
+    """The "not found" message for a reference, or None when it resolves (or is broken)."""
+    if index.get(kind, namespace, name) is not None or (kind, namespace, name) in findings.broken:
+        return None
+    message = f'{kind} "{namespace}/{name}" not found'
+    elsewhere = sorted(key[1] for key in index.by_key if key[0] == kind and key[2] == name)
+    if elsewhere:
+        return message + (f" (there is one in namespace {', '.join(elsewhere)}: set the "
+                          "reference's namespace)")
+    hint = suggest(name, index.names(kind, namespace))
+    return message + (f' (did you mean "{hint}"?)' if hint else "")
+
+
+def _check_annotations(item: Loaded, findings: Findings) -> None:
+    res = item.resource
+    known = sorted(type(res).known_annotations)
+    for key in res.metadata.annotations:
+        if key.startswith(ANNOTATION_PREFIX) and key not in known:
+            hint = suggest(key, known)
+            why = (f'did you mean "{hint}"?' if hint else
+                   f"{res.kind} understands: {', '.join(known)}" if known else
+                   f"{res.kind} has no inferlane annotations")
+            findings.warn(item, ("metadata", "annotations", key),
+                          f"unknown inferlane annotation, ignored ({why})")
+
+
+def _check_gateway(item: Loaded, gateway: Gateway, findings: Findings) -> None:
+    for i, listener in enumerate(gateway.spec.listeners):
+        path: Path = ("spec", "listeners", i)
+        if listener.protocol != "HTTP":
+            findings.warn(item, (*path, "protocol"), f"{listener.protocol} listeners are not "
+                                                     "served yet (only HTTP): this listener is "
+                                                     "ignored")
+        if listener.allowed_routes.namespaces.from_ == "Selector":
+            findings.warn(item, (*path, "allowedRoutes", "namespaces", "from"),
+                          "Selector cannot be evaluated outside Kubernetes (namespaces have no "
+                          "labels): routes from every namespace are accepted")
+
+
+def _check_route(item: Loaded, route: HTTPRoute, index: _Index, findings: Findings) -> None:
+    spec = route.spec
+    if not spec.parent_refs:
+        findings.error(item, ("spec", "parentRefs"), "the route is attached to no Gateway: add "
+                                                     "parentRefs: [{name: <gateway name>}]")
+    for k, parent in enumerate(spec.parent_refs):
+        path: Path = ("spec", "parentRefs", k)
+        if (parent.group, parent.kind) != (GATEWAY_GROUP, "Gateway"):
+            findings.error(item, (*path, "kind"), f'parent {parent.kind} in group '
+                                                  f'"{parent.group}" is not supported: only '
+                                                  "Gateway parents are")
+            continue
+        namespace = parent.namespace or route.namespace
+        gateway = index.get("Gateway", namespace, parent.name)
+        if not isinstance(gateway, Gateway):
+            missing = _not_found(index, findings, "Gateway", namespace, parent.name)
+            if missing:
+                findings.error(item, (*path, "name"), missing)
+            continue
+        listeners, why = attached_listeners(gateway, parent, route.namespace, spec.hostnames)
+        if not listeners:
+            findings.error(item, path, f"attaches to no listener: {why}")
+    for i, rule in enumerate(spec.rules):
+        path = ("spec", "rules", i)
+        _warn_filters(item, (*path, "filters"), rule.filters, findings)
+        if rule.retry is not None:
+            findings.warn(item, (*path, "retry"), "retry is not implemented yet: requests are "
+                                                  "not retried")
+        if rule.session_persistence is not None:
+            findings.warn(item, (*path, "sessionPersistence"), "sessionPersistence is not "
+                                                               "implemented yet: it has no effect")
+        if not rule.backend_refs and not any(f.type == "RequestRedirect" for f in rule.filters):
+            findings.error(item, path, "the rule has no backendRefs: add one naming an "
+                                       "InferencePool (only a RequestRedirect rule may have none)")
+        elif rule.backend_refs and all(ref.weight == 0 for ref in rule.backend_refs):
+            findings.warn(item, (*path, "backendRefs"), "every backendRef has weight 0: requests "
+                                                        "matching this rule cannot be served")
+        for j, ref in enumerate(rule.backend_refs):
+            ref_path: Path = (*path, "backendRefs", j)
+            if ref.filters:
+                findings.warn(item, (*ref_path, "filters"), "filters on a backendRef are not "
+                                                            "implemented yet: they have no effect")
+            if ref.kind != "InferencePool":
+                group = f" (group {ref.group})" if ref.group else ""
+                findings.error(item, (*ref_path, "kind"),
+                               f'backendRef to {ref.kind} "{ref.name}"{group} is not supported: '
+                               "only InferencePool backends are supported in this version (set "
+                               f"group: {INFERENCE_GROUP} and kind: InferencePool)")
+                continue
+            if ref.group != INFERENCE_GROUP:
+                findings.error(item, (*ref_path, "group"),
+                               f'must be "{INFERENCE_GROUP}" for an InferencePool backendRef '
+                               f'(got "{ref.group}")')
+                continue
+            namespace = ref.namespace or route.namespace
+            missing = _not_found(index, findings, "InferencePool", namespace, ref.name)
+            if missing:
+                findings.error(item, (*ref_path, "name"), missing)
+            if namespace != route.namespace:
+                findings.warn(item, (*ref_path, "namespace"),
+                              "cross-namespace backendRef: ReferenceGrants are not checked "
+                              "outside Kubernetes, the reference is allowed")
+
+
+def _warn_filters(item: Loaded, path: Path, filters: Sequence[HTTPRouteFilter],
+                  findings: Findings) -> None:
+    for k, flt in enumerate(filters):
+        if flt.type in NOT_IMPLEMENTED_FILTERS:
+            findings.warn(item, (*path, k, "type"), f"{flt.type} filters are not implemented "
+                                                    "yet: this filter has no effect")
+
+
+def _check_pool(item: Loaded, pool: InferencePool, index: _Index, findings: Findings) -> None:
+    selector = pool.spec.selector
+    matching = [s for s in index.servers if selector.matches(s.metadata.labels)]
+    if not any(s.namespace == pool.namespace for s in matching):
+        message = (f'the selector matches no ModelServer in namespace "{pool.namespace}": '
+                   "the pool has no endpoints")
+        elsewhere = [f"{s.namespace}/{s.name}" for s in matching]
+        if elsewhere:
+            message += (f" (matching labels on {', '.join(elsewhere)}, but pools only select "
+                        "servers in their own namespace)")
+        findings.warn(item, ("spec", "selector", "matchLabels"), message)
+    if pool.spec.endpoint_picker_ref is not None:
+        findings.warn(item, ("spec", "endpointPickerRef"), "ignored outside Kubernetes: "
+                                                           "inferlane picks endpoints itself")
+    if pool.spec.app_protocol != "http":
+        findings.warn(item, ("spec", "appProtocol"), f"{pool.spec.app_protocol} is not "
+                                                     "implemented yet: inferlane speaks HTTP/1.1 "
+                                                     "to model servers")
+    referenced = any(
+        ref.kind == "InferencePool" and ref.name == pool.name
+        and (ref.namespace or route.namespace) == pool.namespace
+        for route in index.routes for rule in route.spec.rules for ref in rule.backend_refs)
+    if not referenced:
+        findings.warn(item, ("metadata", "name"), "no HTTPRoute backendRef names this pool: it "
+                                                  "receives no traffic")
+
+
+def _check_server(item: Loaded, server: ModelServer, index: _Index, findings: Findings) -> None:
+    for other in index.servers:
+        if other is server:
+            break
+        if (other.host, other.port) == (server.host, server.port):
+            findings.error(item, ("spec", "address"), f'address "{server.spec.address}" is '
+                                                      "already used by ModelServer "
+                                                      f"{other.namespace}/{other.name}")
+            break
+    if not any(pool.namespace == server.namespace
+               and pool.spec.selector.matches(server.metadata.labels) for pool in index.pools):
+        findings.warn(item, ("metadata", "labels"), "no InferencePool selects this server: it "
+                                                    "receives no traffic")
+
+
+def _check_rewrites(items: Sequence[Loaded], index: _Index, findings: Findings) -> None:
+    # Upstream precedence: exact match beats a rule without matches, then the oldest (here:
+    # the first in the file). Later rules that can never apply get a warning.
+    exact: dict[tuple[str, str, str], str] = {}
+    generic: dict[tuple[str, str], str] = {}
+    for item in items:
+        rewrite = item.resource
+        assert isinstance(rewrite, InferenceModelRewrite)
+        ref = rewrite.spec.pool_ref
+        if (ref.group, ref.kind) != (INFERENCE_GROUP, "InferencePool"):
+            wrong = "kind" if ref.kind != "InferencePool" else "group"
+            findings.error(item, ("spec", "poolRef", wrong),
+                           f"poolRef must name an InferencePool (group {INFERENCE_GROUP}, kind "
+                           f'InferencePool); got {ref.kind} in group "{ref.group}"')
+            continue
+        missing = _not_found(index, findings, "InferencePool", rewrite.namespace, ref.name)
+        if missing:
+            findings.error(item, ("spec", "poolRef", "name"), missing)
+        pool = (rewrite.namespace, ref.name)
+        for i, rule in enumerate(rewrite.spec.rules):
+            where = f"InferenceModelRewrite {rewrite.name} rules[{i}]"
+            if not rule.matches:
+                if pool in generic:
+                    findings.warn(item, ("spec", "rules", i),
+                                  f"never applies: {generic[pool]} already rewrites every "
+                                  "model of this pool")
+                generic.setdefault(pool, where)
+            for m, match in enumerate(rule.matches):
+                key = (*pool, match.model.value)
+                if key in exact:
+                    findings.warn(item, ("spec", "rules", i, "matches", m, "model", "value"),
+                                  f'never applies: model "{match.model.value}" is already '
+                                  f"rewritten by {exact[key]}")
+                exact.setdefault(key, where)

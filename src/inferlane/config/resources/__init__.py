@@ -1,0 +1,159 @@
+"""Typed models of every config kind, and the registry that maps ``(apiVersion, kind)`` to them.
+
+Upstream kinds (Gateway API and its Inference Extension) keep their upstream field names as
+aliases; ``ModelServer`` is our ``inferlane.dev/v1alpha1`` extension. Adding a kind is one
+model module plus one line in ``RESOURCE_KINDS``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from inferlane.config.resources.filters import (
+    FILTER_FIELDS,
+    NOT_IMPLEMENTED_FILTERS,
+    BackendObjectReference,
+    Fraction,
+    HTTPCORSFilter,
+    HTTPExternalAuthFilter,
+    HTTPHeader,
+    HTTPHeaderFilter,
+    HTTPPathModifier,
+    HTTPRequestMirrorFilter,
+    HTTPRequestRedirectFilter,
+    HTTPRouteFilter,
+    HTTPURLRewriteFilter,
+)
+from inferlane.config.resources.gateway import (
+    GATEWAY_GROUP,
+    AllowedRoutes,
+    Gateway,
+    GatewaySpec,
+    LabelSelector,
+    Listener,
+    ListenerTLSConfig,
+    RouteGroupKind,
+    RouteNamespaces,
+)
+from inferlane.config.resources.httproute import (
+    HTTPBackendRef,
+    HTTPHeaderMatch,
+    HTTPPathMatch,
+    HTTPQueryParamMatch,
+    HTTPRoute,
+    HTTPRouteMatch,
+    HTTPRouteRetry,
+    HTTPRouteRule,
+    HTTPRouteSpec,
+    HTTPRouteTimeouts,
+    ParentReference,
+    SessionPersistence,
+)
+from inferlane.config.resources.inference import (
+    DEFAULT_LOAD_BALANCING,
+    INFERENCE_GROUP,
+    LOAD_BALANCING_ANNOTATION,
+    EndpointPickerRef,
+    InferenceModelRewrite,
+    InferenceModelRewriteSpec,
+    InferencePool,
+    InferencePoolSelector,
+    InferencePoolSpec,
+    LoadBalancing,
+    ModelMatch,
+    ModelRewriteMatch,
+    ModelRewriteRule,
+    PoolObjectReference,
+    Port,
+    TargetModel,
+)
+from inferlane.config.resources.meta import (
+    ANNOTATION_PREFIX,
+    FieldProblems,
+    LocalObjectReference,
+    ObjectMeta,
+    Resource,
+    StrictModel,
+    parse_duration,
+)
+from inferlane.config.resources.model_server import ModelServer, ModelServerSpec, parse_address
+
+INFERENCE_X_GROUP: Final = "inference.networking.x-k8s.io"
+INFERLANE_GROUP: Final = "inferlane.dev"
+
+# The one place that says which kinds a config may contain.
+RESOURCE_KINDS: Final[dict[tuple[str, str], type[Resource]]] = {
+    (f"{GATEWAY_GROUP}/v1", "Gateway"): Gateway,
+    (f"{GATEWAY_GROUP}/v1beta1", "Gateway"): Gateway,
+    (f"{GATEWAY_GROUP}/v1", "HTTPRoute"): HTTPRoute,
+    (f"{GATEWAY_GROUP}/v1beta1", "HTTPRoute"): HTTPRoute,
+    (f"{INFERENCE_GROUP}/v1", "InferencePool"): InferencePool,
+    (f"{INFERENCE_X_GROUP}/v1alpha2", "InferenceModelRewrite"): InferenceModelRewrite,
+    (f"{INFERLANE_GROUP}/v1alpha1", "ModelServer"): ModelServer,
+}
+
+__all__ = [
+    "ANNOTATION_PREFIX",
+    "DEFAULT_LOAD_BALANCING",
+    "FILTER_FIELDS",
+    "GATEWAY_GROUP",
+    "INFERENCE_GROUP",
+    "INFERENCE_X_GROUP",
+    "INFERLANE_GROUP",
+    "LOAD_BALANCING_ANNOTATION",
+    "NOT_IMPLEMENTED_FILTERS",
+    "RESOURCE_KINDS",
+    "AllowedRoutes",
+    "BackendObjectReference",
+    "EndpointPickerRef",
+    "FieldProblems",
+    "Fraction",
+    "Gateway",
+    "GatewaySpec",
+    "HTTPBackendRef",
+    "HTTPCORSFilter",
+    "HTTPExternalAuthFilter",
+    "HTTPHeader",
+    "HTTPHeaderFilter",
+    "HTTPHeaderMatch",
+    "HTTPPathMatch",
+    "HTTPPathModifier",
+    "HTTPQueryParamMatch",
+    "HTTPRequestMirrorFilter",
+    "HTTPRequestRedirectFilter",
+    "HTTPRoute",
+    "HTTPRouteFilter",
+    "HTTPRouteMatch",
+    "HTTPRouteRetry",
+    "HTTPRouteRule",
+    "HTTPRouteSpec",
+    "HTTPRouteTimeouts",
+    "HTTPURLRewriteFilter",
+    "InferenceModelRewrite",
+    "InferenceModelRewriteSpec",
+    "InferencePool",
+    "InferencePoolSelector",
+    "InferencePoolSpec",
+    "LabelSelector",
+    "Listener",
+    "ListenerTLSConfig",
+    "LoadBalancing",
+    "LocalObjectReference",
+    "ModelMatch",
+    "ModelRewriteMatch",
+    "ModelRewriteRule",
+    "ModelServer",
+    "ModelServerSpec",
+    "ObjectMeta",
+    "ParentReference",
+    "PoolObjectReference",
+    "Port",
+    "Resource",
+    "RouteGroupKind",
+    "RouteNamespaces",
+    "SessionPersistence",
+    "StrictModel",
+    "TargetModel",
+    "parse_address",
+    "parse_duration",
+]

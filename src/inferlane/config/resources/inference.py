@@ -1,0 +1,196 @@
+"""Gateway API Inference Extension kinds: ``InferencePool`` and ``InferenceModelRewrite``.
+
+An InferencePool is a set of model servers (selected by labels) that inferlane balances
+requests over; HTTPRoutes send traffic to pools. Upstream a pool names an external Endpoint
+Picker (``endpointPickerRef``); inferlane *is* the picker, so the field is optional and
+ignored. Our extension: annotation ``inferlane.dev/load-balancing``.
+
+An InferenceModelRewrite renames the requested model inside one pool, with weighted targets
+(e.g. a 90/10 canary of a LoRA adapter).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final, Literal, get_args
+
+from pydantic import Field, model_validator
+
+from inferlane.config.resources.meta import (
+    ANNOTATION_PREFIX,
+    IGNORED,
+    Group,
+    Kind,
+    ObjectName,
+    PortNumber,
+    Problems,
+    Resource,
+    StrictModel,
+    check_labels,
+)
+
+INFERENCE_GROUP = "inference.networking.k8s.io"
+
+LOAD_BALANCING_ANNOTATION: Final = ANNOTATION_PREFIX + "load-balancing"
+LoadBalancing = Literal["round-robin", "random"]
+DEFAULT_LOAD_BALANCING: Final[LoadBalancing] = "round-robin"
+
+
+class InferencePoolSelector(StrictModel):
+    """Labels a ModelServer must all have to belong to the pool."""
+
+    match_labels: dict[str, str] = Field(
+        alias="matchLabels", min_length=1, max_length=64,
+        description="Label key/values; only ModelServers in the pool's namespace are matched.")
+
+    @model_validator(mode="after")
+    def _check(self) -> InferencePoolSelector:
+        problems = Problems()
+        check_labels(problems, ("matchLabels",), self.match_labels)
+        problems.raise_if_any()
+        return self
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        return all(labels.get(key) == value for key, value in self.match_labels.items())
+
+
+class Port(StrictModel):
+    """A port number."""
+
+    number: PortNumber = Field(description="Port number.")
+
+
+class EndpointPickerRef(StrictModel):
+    """Upstream: the external Endpoint Picker service of the pool."""
+
+    group: Group = Field("", description="API group of the picker.")
+    kind: Kind = Field("Service", description="Kind of the picker.")
+    name: ObjectName = Field(description="Name of the picker.")
+    port: Port | None = Field(None, description="Port of the picker.")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        "FailClose", alias="failureMode", description="What to do when the picker fails.")
+
+
+class InferencePoolSpec(StrictModel):
+    """Which model servers form the pool and how to reach them."""
+
+    selector: InferencePoolSelector = Field(description="Selects ModelServers by label.")
+    target_ports: list[Port] = Field(
+        alias="targetPorts", min_length=1, max_length=8,
+        description="Ports of the selected servers; used for servers whose address has no "
+                    "port (a server whose address has a port is reached on that port only).")
+    app_protocol: Literal["http", "kubernetes.io/h2c"] = Field(
+        "http", alias="appProtocol",
+        description="Protocol to the servers; only http (HTTP/1.1) is served in this version.")
+    endpoint_picker_ref: EndpointPickerRef | None = Field(
+        None, alias="endpointPickerRef",
+        description="Required upstream; optional here because inferlane picks endpoints "
+                    "itself outside Kubernetes.", json_schema_extra=IGNORED)
+
+    @model_validator(mode="after")
+    def _check(self) -> InferencePoolSpec:
+        problems = Problems()
+        numbers = [port.number for port in self.target_ports]
+        for i, number in enumerate(numbers):
+            if number in numbers[:i]:
+                problems.add(("targetPorts", i, "number"), f"duplicate port {number}")
+        problems.raise_if_any()
+        return self
+
+
+class InferencePool(Resource):
+    """A pool of model servers that routes send traffic to.
+
+    Annotation ``inferlane.dev/load-balancing`` (inferlane extension): ``round-robin``
+    (default) or ``random``.
+    """
+
+    api_version: Literal["inference.networking.k8s.io/v1"] = Field(
+        alias="apiVersion", description="API group and version.")
+    kind: Literal["InferencePool"] = Field(description="Resource kind.")
+    spec: InferencePoolSpec = Field(description="Selector and ports.")
+
+    known_annotations: ClassVar[frozenset[str]] = frozenset({LOAD_BALANCING_ANNOTATION})
+
+    @model_validator(mode="after")
+    def _check_annotations(self) -> InferencePool:
+        problems = Problems()
+        value = self.metadata.annotations.get(LOAD_BALANCING_ANNOTATION)
+        allowed = get_args(LoadBalancing)
+        if value is not None and value not in allowed:
+            problems.add(("metadata", "annotations", LOAD_BALANCING_ANNOTATION),
+                         f'"{value}" is not a load-balancing mode: use one of '
+                         + ", ".join(f'"{mode}"' for mode in allowed))
+        problems.raise_if_any()
+        return self
+
+    @property
+    def load_balancing(self) -> LoadBalancing:
+        value = self.metadata.annotations.get(LOAD_BALANCING_ANNOTATION, DEFAULT_LOAD_BALANCING)
+        return "random" if value == "random" else "round-robin"
+
+
+class PoolObjectReference(StrictModel):
+    """A reference to an InferencePool in the same namespace."""
+
+    group: Group = Field(INFERENCE_GROUP, description="API group of the pool.")
+    kind: Kind = Field("InferencePool", description="Kind of the pool.")
+    name: ObjectName = Field(description="Name of the pool.")
+
+
+class ModelMatch(StrictModel):
+    """How the requested model name is compared."""
+
+    type: Literal["Exact"] = Field("Exact", description="Only Exact is defined upstream.")
+    value: str = Field(min_length=1, description="Model name as sent by the client.")
+
+
+class ModelRewriteMatch(StrictModel):
+    """One condition of a rewrite rule."""
+
+    model: ModelMatch = Field(description="Requested model condition.")
+
+
+class TargetModel(StrictModel):
+    """A model name to send instead, with a weight."""
+
+    model_rewrite: str = Field(alias="modelRewrite", min_length=1,
+                               description="Model name sent to the server.")
+    weight: int = Field(1, ge=0, description="Share relative to the rule's other targets.")
+
+
+class ModelRewriteRule(StrictModel):
+    """Requests matching any of ``matches`` get one of ``targets`` by weight."""
+
+    matches: list[ModelRewriteMatch] = Field(
+        default_factory=list, description="Empty means every model not matched exactly by "
+                                          "another rule (exact matches take precedence).")
+    targets: list[TargetModel] = Field(min_length=1, description="Weighted targets.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelRewriteRule:
+        problems = Problems()
+        if not any(target.weight > 0 for target in self.targets):
+            problems.add(("targets",), "at least one target needs a weight greater than 0")
+        problems.raise_if_any()
+        return self
+
+
+class InferenceModelRewriteSpec(StrictModel):
+    """The pool and its rewrite rules."""
+
+    pool_ref: PoolObjectReference = Field(alias="poolRef", description="Pool the rules apply "
+                                                                       "to.")
+    rules: list[ModelRewriteRule] = Field(min_length=1, description="Rewrite rules.")
+
+
+class InferenceModelRewrite(Resource):
+    """Weighted renaming of the requested model within one pool (canaries, aliases).
+
+    Precedence: an exact match beats a rule without matches; among equals the resource
+    defined first in the config wins (upstream: the oldest).
+    """
+
+    api_version: Literal["inference.networking.x-k8s.io/v1alpha2"] = Field(
+        alias="apiVersion", description="API group and version.")
+    kind: Literal["InferenceModelRewrite"] = Field(description="Resource kind.")
+    spec: InferenceModelRewriteSpec = Field(description="Pool and rules.")

@@ -1,0 +1,321 @@
+"""The inference proxy: one aiohttp handler for the OpenAI POST endpoints.
+
+Request path (each step's decisions come from pure code; this module only does the I/O)::
+
+    read body (≤ limit, 413) ─► parse JSON, take ``model`` (400) ─► Router.decide (404/503)
+      ─► rewrite body model if a rewrite applied ─► POST to the endpoint (pooled keep-alive)
+      ─► relay: SSE chunk by chunk as it arrives, or the JSON body ─► metrics
+
+Every accepted request gets exactly one answer: an error before the first byte is an OpenAI
+error JSON with the right status; an upstream failure after a stream started is reported as a
+final SSE ``data: {"error": ...}`` event (the status line is already gone). A client that
+disconnects cancels the handler (aiohttp ``handler_cancellation``), which closes the upstream
+connection so the model server aborts the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
+from inferlane.dataplane.state import GatewayState
+from inferlane.dataplane.upstream import map_upstream_errors
+from inferlane.errors import BadRequest, PayloadTooLarge, RequestError
+from inferlane.routing.match import RequestFacts
+from inferlane.routing.router import MODEL_HEADER, RoutingDecision
+from inferlane.routing.rules import HeaderModifier
+
+log = logging.getLogger("inferlane.proxy")
+
+# Never forwarded in either direction: connection-scoped (RFC 9110 §7.6.1) or recomputed.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
+    }
+)
+_RESPONSE_DROP = _HOP_BY_HOP | {"content-length"}
+
+
+class _ClientGone(Exception):
+    """The client disconnected while we were writing a stream to it."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__("client disconnected")
+        self.response = response
+
+
+def error_response(error: RequestError, request_id: str) -> web.Response:
+    headers = {"x-request-id": request_id, **error.headers}
+    return web.Response(
+        status=error.status, body=error.to_body(), content_type="application/json",
+        headers=headers,
+    )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes.")
+    if length is not None:
+        # Fast path: aiohttp already buffers small bodies; read exactly what was announced.
+        try:
+            return await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise BadRequest(
+                f"Request body ended before the announced {length} bytes."
+            ) from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_request(body: bytes) -> tuple[dict[str, Any], str]:
+    """The JSON document and its ``model``; BadRequest with a precise reason otherwise."""
+    if not body:
+        raise BadRequest("Request body is empty; expected a JSON object.")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}.") from None
+    if not isinstance(document, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    model = document.get("model")
+    if model is None:
+        raise BadRequest("Missing required parameter: 'model'.", param="model")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest("Parameter 'model' must be a non-empty string.", param="model")
+    return document, model
+
+
+class InferenceProxy:
+    """Handles POST /v1/chat/completions, /v1/completions and /v1/embeddings for one listener."""
+
+    def __init__(self, state: GatewayState, listener_name: str) -> None:
+        self._state = state
+        self._listener_name = listener_name
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        state = self._state
+        snapshot = state.snapshot  # this request finishes on this generation, even across reloads
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        listener = snapshot.listener(self._listener_name)
+        model = ""
+        try:
+            if listener is None:
+                raise BadRequest(f"Listener {self._listener_name} was removed by a config reload.")
+            body = await read_body(request, snapshot.max_body_bytes)
+            document, model = parse_request(body)
+            headers = {name.lower(): value for name, value in request.headers.items()}
+            headers[MODEL_HEADER] = model
+            facts = RequestFacts(
+                method=request.method, path=request.path, host=request.host,
+                headers=headers, query=request.query,
+            )
+            decision = state.router.decide(
+                snapshot, listener, facts, model=model, request_id=request_id
+            )
+        except RequestError as error:
+            state.metrics.requests.labels("", model, "", "", "", str(error.status)).inc()
+            return error_response(error, request_id)
+        if decision.model_rewritten:
+            document["model"] = decision.upstream_model
+            body = orjson.dumps(document)
+        return await self._forward(request, decision, body, request_id, started)
+
+    def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout | None:
+        if seconds is None:
+            return None
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            options = self._state.upstream_options
+            timeout = aiohttp.ClientTimeout(
+                total=seconds, connect=min(options.connect_timeout, seconds),
+                sock_read=options.read_timeout,
+            )
+            self._timeouts[seconds] = timeout
+        return timeout
+
+    async def _forward(
+        self,
+        request: web.Request,
+        decision: RoutingDecision,
+        body: bytes,
+        request_id: str,
+        started: float,
+    ) -> web.StreamResponse:
+        state = self._state
+        metrics = state.metrics
+        endpoint = decision.endpoint
+        pool = decision.pool.key
+        timeout_seconds = decision.rule.upstream_timeout
+        url = f"http://{endpoint.address}{decision.upstream_path}"
+        if request.query_string:
+            url = f"{url}?{request.query_string}"
+        headers = _upstream_headers(request, decision, request_id)
+        usage = Usage()
+        status = 0
+        in_flight = metrics.in_flight.labels(pool)
+        in_flight.inc()
+        try:
+            with map_upstream_errors(endpoint.address, pool, timeout=timeout_seconds):
+                async with state.session.post(
+                    url, data=body, headers=headers, timeout=self._timeout(timeout_seconds)
+                ) as upstream:
+                    status = upstream.status
+                    response_headers = _response_headers(upstream, decision, request_id)
+                    content_type = upstream.headers.get("content-type", "")
+                    if content_type.startswith("text/event-stream"):
+                        scanner = SseUsageScanner()
+                        try:
+                            return await self._relay_stream(
+                                request, upstream, response_headers, scanner, decision, started
+                            )
+                        finally:
+                            usage = scanner.usage
+                    with map_upstream_errors(
+                        endpoint.address, pool, timeout=timeout_seconds, started=True
+                    ):
+                        payload = await upstream.read()
+            if status == 200:
+                usage = usage_from_body(payload)
+            return web.Response(status=status, body=payload, headers=response_headers)
+        except RequestError as error:
+            status = error.status
+            log.warning("request %s to %s failed: %s", request_id, endpoint.address, error.message)
+            return error_response(error, request_id)
+        except _ClientGone as gone:
+            status = 499  # nginx's "client closed request"; only ever seen in metrics
+            metrics.client_disconnects.labels(pool).inc()
+            return gone.response
+        except asyncio.CancelledError:
+            status = 499
+            metrics.client_disconnects.labels(pool).inc()
+            raise
+        finally:
+            in_flight.dec()
+            _record(state, decision, status, usage, started)
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
+        scanner: SseUsageScanner,
+        decision: RoutingDecision,
+        started: float,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError as exc:
+            raise _ClientGone(response) from exc
+        first = True
+        try:
+            async for chunk in upstream.content.iter_any():
+                if first:
+                    first = False
+                    self._state.metrics.time_to_first_token.labels(
+                        decision.rule.label, decision.requested_model, decision.pool.key
+                    ).observe(time.perf_counter() - started)
+                scanner.feed(chunk)
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError as exc:
+                    raise _ClientGone(response) from exc  # our client went away
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError, TimeoutError) as exc:
+            # Headers are gone: the only honest answer left is a final SSE error event.
+            error = {
+                "message": f"The model server at endpoint {decision.endpoint.address} of "
+                f"InferencePool {decision.pool.key} broke off the stream.",
+                "type": "upstream_error",
+                "param": None,
+                "code": "upstream_stream_interrupted",
+            }
+            log.warning("stream from %s broke off: %r", decision.endpoint.address, exc)
+            try:
+                await response.write(
+                    b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+                )
+            except ConnectionResetError as gone:
+                raise _ClientGone(response) from gone
+        try:
+            await response.write_eof()
+        except ConnectionResetError as exc:
+            raise _ClientGone(response) from exc
+        return response
+
+
+def _upstream_headers(
+    request: web.Request, decision: RoutingDecision, request_id: str
+) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        if name.lower() not in _HOP_BY_HOP:
+            headers.add(name, value)
+    headers["x-request-id"] = request_id
+    headers["X-Gateway-Model-Name"] = decision.requested_model
+    if decision.model_rewritten:
+        headers["x-gateway-model-name-rewrite"] = decision.upstream_model
+    if request.remote:
+        previous = headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{previous}, {request.remote}" if previous else request.remote
+    _apply(decision.rule.request_headers, headers)
+    return headers
+
+
+def _response_headers(
+    upstream: aiohttp.ClientResponse, decision: RoutingDecision, request_id: str
+) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        if name.lower() not in _RESPONSE_DROP:
+            headers.add(name, value)
+    headers["x-request-id"] = request_id
+    headers["x-inferlane-endpoint"] = decision.endpoint.address
+    _apply(decision.rule.response_headers, headers)
+    return headers
+
+
+def _apply(modifier: HeaderModifier | None, headers: CIMultiDict[str]) -> None:
+    if modifier is None:
+        return
+    for name in modifier.remove:
+        headers.popall(name, None)
+    for name, value in modifier.set:
+        headers[name] = value
+    for name, value in modifier.add:
+        headers.add(name, value)
+
+
+def _record(
+    state: GatewayState, decision: RoutingDecision, status: int, usage: Usage, started: float
+) -> None:
+    metrics = state.metrics
+    route = decision.rule.label
+    model = decision.requested_model
+    pool = decision.pool.key
+    metrics.requests.labels(
+        route, model, decision.upstream_model, pool, decision.endpoint.address, str(status)
+    ).inc()
+    metrics.request_duration.labels(route, model, pool).observe(time.perf_counter() - started)
+    if usage.seen:
+        metrics.input_tokens.labels(model, pool).inc(usage.prompt_tokens)
+        metrics.output_tokens.labels(model, pool).inc(usage.completion_tokens)

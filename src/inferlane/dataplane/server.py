@@ -1,0 +1,175 @@
+"""The gateway's HTTP/1.1 server: one aiohttp site per Gateway listener.
+
+Routes served on every listener:
+
+- ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` → ``InferenceProxy``
+- ``GET /v1/models`` → the models this gateway routes (from the serving snapshot)
+- ``GET /metrics`` (Prometheus text), ``GET /healthz`` (alive), ``GET /readyz`` (serving)
+- anything else → 404/405 in OpenAI's error shape
+
+Listeners are bound at start. A reload swaps routes and pools under the same listeners; a change
+to the listener set itself needs a restart and is logged as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+from inferlane.dataplane.proxy import InferenceProxy, error_response
+from inferlane.dataplane.state import GatewayState
+from inferlane.dataplane.upstream import UpstreamOptions, create_session
+from inferlane.errors import MethodNotAllowed, NotFound
+from inferlane.metrics.gateway import CONTENT_TYPE, GatewayMetrics
+from inferlane.routing.router import GatewaySnapshot
+
+log = logging.getLogger("inferlane.server")
+
+INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+_GET_PATHS = ("/v1/models", "/metrics", "/healthz", "/readyz")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    host: str = "0.0.0.0"
+    port_override: int | None = None  # replaces the first listener's port (``serve --port``)
+    access_log: bool = False
+    upstream: UpstreamOptions = field(default_factory=UpstreamOptions)
+
+
+class GatewayServer:
+    def __init__(self, snapshot: GatewaySnapshot, options: ServerOptions | None = None) -> None:
+        self._options = options or ServerOptions()
+        self._initial = snapshot
+        self._runners: list[web.AppRunner] = []
+        self._ports: dict[str, int] = {}
+        self._state: GatewayState | None = None
+        self._loaded_at = int(time.time())
+
+    @property
+    def state(self) -> GatewayState:
+        if self._state is None:
+            raise RuntimeError("GatewayServer.start() has not run")
+        return self._state
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self.state.metrics
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Bound port per listener name (differs from config when it said 0 or was overridden)."""
+        return dict(self._ports)
+
+    async def start(self) -> None:
+        session = create_session(self._options.upstream)
+        self._state = GatewayState(
+            snapshot=self._initial, session=session, upstream_options=self._options.upstream
+        )
+        self._state.swap(self._initial)
+        try:
+            for index, listener in enumerate(self._initial.listeners):
+                port = listener.port
+                if index == 0 and self._options.port_override is not None:
+                    port = self._options.port_override
+                runner = web.AppRunner(
+                    self._build_app(listener.name),
+                    handler_cancellation=True,
+                    access_log=log if self._options.access_log else None,
+                )
+                await runner.setup()
+                self._runners.append(runner)
+                site = web.TCPSite(runner, self._options.host, port, reuse_address=True)
+                await site.start()
+                self._ports[listener.name] = _bound_port(runner, port)
+                log.info(
+                    "listener %s serving on http://%s:%d",
+                    listener.name, self._options.host, self._ports[listener.name],
+                )
+        except BaseException:
+            await self.stop()
+            raise
+        self._state.ready = True
+
+    async def stop(self) -> None:
+        if self._state is not None:
+            self._state.ready = False
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._state is not None and not self._state.session.closed:
+            await self._state.session.close()
+
+    def apply(self, snapshot: GatewaySnapshot) -> None:
+        """Serve ``snapshot`` from now on; requests already running keep their own."""
+        current = self.state.snapshot
+        before = {(lst.name, lst.port) for lst in current.listeners}
+        after = {(lst.name, lst.port) for lst in snapshot.listeners}
+        if before != after:
+            log.warning(
+                "config generation %d changes Gateway listeners; routes and pools are applied "
+                "now, listener changes take effect after a restart",
+                snapshot.generation,
+            )
+        self.state.swap(snapshot)
+        self._loaded_at = int(time.time())
+
+    def _build_app(self, listener_name: str) -> web.Application:
+        app = web.Application(handler_args={"max_field_size": 65536})
+        proxy = InferenceProxy(self.state, listener_name)
+        for path in INFERENCE_PATHS:
+            app.router.add_post(path, proxy.handle)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_route("*", "/{tail:.*}", self._fallback)
+        return app
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [
+            {"id": model, "object": "model", "created": self._loaded_at, "owned_by": "inferlane"}
+            for model in self.state.snapshot.models
+        ]
+        return web.Response(
+            body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        snapshot = self.state.snapshot
+        if not self.state.ready:
+            return web.json_response({"status": "starting"}, status=503)
+        return web.json_response({"status": "ready", "configGeneration": snapshot.generation})
+
+    async def _fallback(self, request: web.Request) -> web.Response:
+        request_id = request.headers.get("x-request-id", "")
+        if request.path in INFERENCE_PATHS or request.path in _GET_PATHS:
+            allowed = "POST" if request.path in INFERENCE_PATHS else "GET"
+            error = MethodNotAllowed(
+                f"Method {request.method} is not allowed on {request.path}; use {allowed}.",
+                headers={"Allow": allowed},
+            )
+            return error_response(error, request_id)
+        return error_response(
+            NotFound(f"Unknown path {request.path}. This gateway serves the OpenAI API under /v1."),
+            request_id,
+        )
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested

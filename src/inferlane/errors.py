@@ -1,0 +1,138 @@
+"""Every error inferlane raises on purpose, and how each one looks on the wire.
+
+The tree::
+
+    InferlaneError                      base; never raised itself
+    ├── ConfigError                     a config file is invalid (carries every ConfigIssue)
+    └── RequestError                    answered to an API client as OpenAI error JSON
+        ├── BadRequest                  400 invalid_request_error  (bad JSON, bad/missing model)
+        ├── NotFound                    404 invalid_request_error  (unknown path)
+        ├── ModelNotFound               404 invalid_request_error  (no route serves the model)
+        ├── MethodNotAllowed            405 invalid_request_error
+        ├── PayloadTooLarge             413 invalid_request_error
+        ├── NoEndpointAvailable         503 service_unavailable    (pool has no usable endpoint)
+        ├── UpstreamConnectError        502 upstream_error         (connect/reset before a response)
+        ├── UpstreamProtocolError       502 upstream_error         (upstream broke mid-response)
+        └── UpstreamTimeout             504 upstream_timeout
+
+Each RequestError knows its HTTP status and the OpenAI error ``type``/``code`` so the data plane
+can answer without a lookup table. Messages name what failed (pool, endpoint, route, field) and
+never include stack traces or credentials: third-party exceptions are mapped at the boundary
+where they occur (see ``dataplane.upstream``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+
+class InferlaneError(Exception):
+    """Base of all deliberate inferlane errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a config: ``file:line: kind/name: field.path: message``."""
+
+    kind: str
+    name: str
+    path: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = f"{self.file}:{self.line}: " if self.line is not None else f"{self.file}: "
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}{self.kind}/{self.name}:{field} {self.message}"
+
+
+class ConfigError(InferlaneError):
+    """A config was rejected; ``issues`` lists every problem found, not just the first."""
+
+    def __init__(self, issues: list[ConfigIssue] | tuple[ConfigIssue, ...]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(i) for i in self.issues) or "invalid config")
+
+
+class RequestError(InferlaneError):
+    """An error answered to the API client in OpenAI's error shape."""
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def to_body(self) -> bytes:
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.error_type,
+            "param": self.param,
+            "code": self.code,
+        }
+        return orjson.dumps({"error": error})
+
+
+class BadRequest(RequestError):
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class NotFound(RequestError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(RequestError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NoEndpointAvailable(RequestError):
+    status = 503
+    error_type = "service_unavailable"
+    code = "no_endpoint_available"
+
+
+class UpstreamConnectError(RequestError):
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_connect_error"
+
+
+class UpstreamProtocolError(RequestError):
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_protocol_error"
+
+
+class UpstreamTimeout(RequestError):
+    status = 504
+    error_type = "upstream_timeout"
+    code = "upstream_timeout"

@@ -1,0 +1,83 @@
+"""The gateway's Prometheus metrics (served on ``GET /metrics``).
+
+One ``GatewayMetrics`` per gateway instance with its own registry, so several gateways (tests,
+the demo) can live in one process without colliding. Names follow Prometheus conventions
+(``_total`` counters, ``_seconds`` histograms); labels stay low-cardinality: route, model, pool,
+endpoint and status code — never request ids or tenants.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# LLM latencies span milliseconds (cached, short) to minutes (long generations).
+_LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "inferlane_requests",
+            "Requests answered, by route, requested model, target model, pool, endpoint, status.",
+            ["route", "model", "target_model", "pool", "endpoint", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "inferlane_request_duration_seconds",
+            "End-to-end request latency at the gateway (first byte in to last byte out).",
+            ["route", "model", "pool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "inferlane_time_to_first_token_seconds",
+            "Streaming requests: time from request arrival to the first content chunk relayed.",
+            ["route", "model", "pool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.input_tokens = Counter(
+            "inferlane_input_tokens",
+            "Prompt tokens reported by upstream usage.",
+            ["model", "pool"],
+            registry=r,
+        )
+        self.output_tokens = Counter(
+            "inferlane_output_tokens",
+            "Completion tokens reported by upstream usage.",
+            ["model", "pool"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "inferlane_requests_in_flight",
+            "Requests accepted and not yet answered, by pool ('' before routing).",
+            ["pool"],
+            registry=r,
+        )
+        self.client_disconnects = Counter(
+            "inferlane_client_disconnects",
+            "Requests whose client went away before the answer was complete.",
+            ["pool"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "inferlane_config_reloads",
+            "Config reload attempts by result (success, rejected).",
+            ["result"],
+            registry=r,
+        )
+        self.config_generation = Gauge(
+            "inferlane_config_generation",
+            "Generation number of the config snapshot now serving.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

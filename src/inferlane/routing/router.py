@@ -1,0 +1,120 @@
+"""The routing decision: request facts in, (rule, pool, endpoint, upstream model) out.
+
+This is the whole "where does this request go" step, pure and synchronous, so every data plane
+(our aiohttp proxy, an Envoy ext_proc server later) asks the same question the same way:
+
+    facts ──► RouteTable.match ──► weighted backendRef ──► InferenceModelRewrite ──► Picker
+              (404 if none)        (503 if all zero)                                  (503 if none)
+
+Randomness comes from an injected ``random.Random`` so tests can pin it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from inferlane.errors import ModelNotFound, NoEndpointAvailable, NotFound
+from inferlane.routing.match import RequestFacts, RouteTable, RuleMatch
+from inferlane.routing.rules import CompiledRule
+from inferlane.scheduling.interfaces import Endpoint, PickRequest
+from inferlane.scheduling.pool import PoolRuntime
+
+MODEL_HEADER = "x-gateway-model-name"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    port: int
+    routes: RouteTable[CompiledRule]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySnapshot:
+    """One immutable generation of the runtime config; swapped whole on reload."""
+
+    generation: int
+    source: str
+    listeners: tuple[Listener, ...]
+    pools: Mapping[str, PoolRuntime]
+    models: tuple[str, ...]  # what GET /v1/models lists
+    max_body_bytes: int = 10 * 1024 * 1024
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def listener(self, name: str) -> Listener | None:
+        for listener in self.listeners:
+            if listener.name == name:
+                return listener
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    rule: CompiledRule
+    pool: PoolRuntime
+    endpoint: Endpoint
+    requested_model: str
+    upstream_model: str
+    upstream_path: str
+
+    @property
+    def model_rewritten(self) -> bool:
+        return self.upstream_model != self.requested_model
+
+
+class Router:
+    """Stateless apart from its random source; safe to share across snapshots."""
+
+    __slots__ = ("_random",)
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._random = rng or random.Random()
+
+    def decide(
+        self,
+        snapshot: GatewaySnapshot,
+        listener: Listener,
+        facts: RequestFacts,
+        *,
+        model: str,
+        request_id: str,
+    ) -> RoutingDecision:
+        hit = listener.routes.match(facts)
+        if hit is None:
+            if model:
+                raise ModelNotFound(
+                    f"The model '{model}' does not exist or no route serves it on this gateway.",
+                    param="model",
+                )
+            raise NotFound(f"No route matches {facts.method} {facts.path}.")
+        rule_match, rule = hit
+        if rule.backends.empty:
+            raise NoEndpointAvailable(
+                f"HTTPRoute {rule.route} rule {rule.rule_index} has no backend with weight > 0."
+            )
+        pool = snapshot.pools[rule.backends.choose(self._random.random())]
+        upstream_model = pool.rewrites.rewrite(model, self._random.random()) if model else model
+        endpoint = pool.picker.pick(
+            PickRequest(request_id=request_id, model=upstream_model, headers=facts.headers),
+            pool.endpoints,
+        )
+        if endpoint is None:
+            raise NoEndpointAvailable(
+                f"InferencePool {pool.key} has no endpoint available for model '{model}'."
+            )
+        return RoutingDecision(
+            rule=rule,
+            pool=pool,
+            endpoint=endpoint,
+            requested_model=model,
+            upstream_model=upstream_model,
+            upstream_path=_upstream_path(rule, rule_match, facts.path),
+        )
+
+
+def _upstream_path(rule: CompiledRule, rule_match: RuleMatch, path: str) -> str:
+    if rule.path_rewrite is None:
+        return path
+    return rule.path_rewrite.apply(path, rule_match.path_value)

@@ -1,0 +1,42 @@
+"""The endpoint-picking seam: what a picker is given and what it returns.
+
+Sits after routing in the request path: routing has chosen an InferencePool, the picker chooses
+one of the pool's endpoints. Pickers are pure (no sockets, no clock, no global state): they get
+the request's facts and the candidate endpoints and return a decision, so the same code runs in
+our own data plane and, later, behind Envoy's ext_proc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One model-server endpoint of a pool (a ModelServer's address, or a pod IP + target port)."""
+
+    name: str  # "namespace/name" of the ModelServer (or pod) it came from
+    host: str
+    port: int
+    engine: str = "vllm"
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PickRequest:
+    """What a picker may know about the request it places."""
+
+    request_id: str
+    model: str  # the model name sent upstream (after any rewrite)
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+
+
+class Picker(Protocol):
+    """Chooses one endpoint for a request; ``None`` when no candidate is acceptable."""
+
+    def pick(self, request: PickRequest, endpoints: Sequence[Endpoint]) -> Endpoint | None: ...
