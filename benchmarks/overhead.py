@@ -335,7 +335,8 @@ def wait_quiet(context: RunContext, limit_s: float = 15.0, window_s: float = 0.1
     while time.monotonic() < deadline:
         with cpu_meter(pids) as shares:
             time.sleep(window_s)
-        busy = sum(share or 0.0 for share in shares[:-1])
+        # A process that has exited reads as NaN: it burns nothing.
+        busy = sum(share for share in shares[:-1] if share is not None and share == share)
         if busy < 0.05:
             return
     console.print(f"  [yellow]started processes still use {busy:.2f} CPU after {limit_s:g} s[/]")
@@ -544,46 +545,61 @@ def summarize(results: Results, names: Sequence[str]) -> Summary:
 
 
 def verdicts(summary: Summary, names: Sequence[str], skipped: dict[str, str]) -> list[str]:
-    """Plain statements of each floor for inferlane: met, missed (with numbers) or not measured."""
+    """Plain statements of each floor for inferlane: met, missed (with numbers) or not measured,
+    each with Envoy's figure beside it, the plain-proxy bar on the same machine."""
     if "inferlane" not in names:
         reason = skipped.get("inferlane", "not selected")
         return [f"inferlane was not measured: {reason}. No floor of issue 2 could be checked."]
-    latency = _by_target(summary.latency)["inferlane"]
-    streaming = _by_target(summary.streaming)["inferlane"]
+    latency = _by_target(summary.latency)
+    streaming = _by_target(summary.streaming)
+    envoy_latency = latency.get("envoy")
+    envoy_streaming = streaming.get("envoy")
     lines = [
-        _floor("added latency p50", latency.added_p50, ADDED_P50_MAX_MS, "ms", at_most=True),
-        _floor("added latency p99", latency.added_p99, ADDED_P99_MAX_MS, "ms", at_most=True),
+        _floor(
+            "added latency p50",
+            latency["inferlane"].added_p50,
+            ADDED_P50_MAX_MS,
+            "ms",
+            None if envoy_latency is None else envoy_latency.added_p50,
+        ),
+        _floor(
+            "added latency p99",
+            latency["inferlane"].added_p99,
+            ADDED_P99_MAX_MS,
+            "ms",
+            None if envoy_latency is None else envoy_latency.added_p99,
+        ),
         _floor(
             "added TTFB p50 (streaming)",
-            streaming.added_ttfb_p50,
+            streaming["inferlane"].added_ttfb_p50,
             ADDED_TTFB_P50_MAX_MS,
             "ms",
-            at_most=True,
+            None if envoy_streaming is None else envoy_streaming.added_ttfb_p50,
         ),
     ]
     if "inferlane/litellm" in summary.ratios:
+        ratio = summary.ratios["inferlane/litellm"]
+        verdict = "met" if ratio >= LITELLM_RATIO_MIN else "MISSED"
         lines.append(
-            _floor(
-                "throughput inferlane/LiteLLM",
-                summary.ratios["inferlane/litellm"],
-                LITELLM_RATIO_MIN,
-                "x",
-                at_most=False,
+            f"Throughput vs LiteLLM: {ratio:.2f}x (target >= {LITELLM_RATIO_MIN:g}x) -- {verdict}"
+            + (
+                f"; vs Envoy {summary.ratios['inferlane/envoy']:.2f}x."
+                if "inferlane/envoy" in summary.ratios
+                else "."
             )
         )
-    if latency.errors or streaming.errors:
-        lines.append(
-            f"inferlane had {latency.errors + streaming.errors} failed requests in the "
-            "latency and streaming runs (see the error columns)."
-        )
+    failed = latency["inferlane"].errors + streaming["inferlane"].errors
+    if failed:
+        lines.append(f"inferlane failed {failed} requests in the latency and streaming runs.")
     return lines
 
 
-def _floor(what: str, value: float, limit: float, unit: str, *, at_most: bool) -> str:
-    met = value <= limit if at_most else value >= limit
-    bound = "<=" if at_most else ">="
-    verdict = "met" if met else "MISSED"
-    return f"inferlane {what}: {value:.3f} {unit} (target {bound} {limit:g} {unit}) -- {verdict}."
+def _floor(what: str, value: float, limit: float, unit: str, envoy: float | None) -> str:
+    verdict = "met" if value <= limit else "MISSED"
+    bar = "" if envoy is None else f"; Envoy adds {envoy:+.3f} {unit} here"
+    return (
+        f"{what.capitalize()}: {value:+.3f} {unit} (target <= {limit:g} {unit}) -- {verdict}{bar}."
+    )
 
 
 def _by_target(rows: Sequence[Any]) -> dict[str, Any]:
@@ -1010,7 +1026,7 @@ def report(
     summary: Summary,
     names: Sequence[str],
     skipped: dict[str, str],
-    results: Results,
+    incidents: Sequence[str],
     out: Path | None,
 ) -> None:
     print_table(
@@ -1032,13 +1048,39 @@ def report(
         latency_rows(summary.streaming, streaming=True),
     )
     verdict_lines = verdicts(summary, names, skipped)
-    notes = caveats(summary, settings)
+    notes = [*incidents, *caveats(summary, settings)]
     for line in [*verdict_lines, *notes]:
         console.print(f"- {line}")
     if out is not None:
         section = markdown_section(env, settings, summary, names, skipped, notes, verdict_lines)
         write_markdown(out, section, env)
         console.print(f"wrote the '{SECTION_HEADING[3:]}' section of {out}")
+
+
+def answering_targets(
+    targets: dict[str, loadgen.HttpTarget], skipped: dict[str, str], timeout_s: float
+) -> list[str]:
+    """The started targets that answer like an OpenAI server; the others go to ``skipped``."""
+    names = []
+    for name in (name for name in TARGET_ORDER if name in targets):
+        problem = check_target(targets[name], timeout_s)
+        if problem is None:
+            names.append(name)
+        else:
+            skipped[name] = problem
+            console.print(f"[red]{name} excluded:[/red] {problem}")
+    if "direct" not in names:
+        raise SystemExit("the fast upstream itself does not answer correctly")
+    return names
+
+
+def exited_during_run(launches: dict[str, peers.Launch]) -> list[str]:
+    return [
+        f"{name} exited with {launch.process.popen.returncode} during the run; its later "
+        f"runs failed (log {launch.process.log_path})."
+        for name, launch in launches.items()
+        if not launch.process.alive()
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1057,23 +1099,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"CPU placement: {layout.describe()}; logs in {run_dir}")
     with contextlib.ExitStack() as stack:
         upstream, launches, skipped = start_targets(wanted, layout, run_dir, stack)
-        names = [name for name in TARGET_ORDER if name in launches]
         targets = http_targets(launches)
-        for name in list(names):
-            problem = check_target(targets[name], settings.timeout_s)
-            if problem is not None:
-                skipped[name] = problem
-                names.remove(name)
-                console.print(f"[red]{name} excluded:[/red] {problem}")
-        if "direct" not in names:
-            raise SystemExit("the fast upstream itself does not answer correctly")
+        names = answering_targets(targets, skipped, settings.timeout_s)
         context = RunContext(targets, launches, upstream, layout, settings)
         warm_up(context, names)
         results = measure_all(context, names)
+        incidents = exited_during_run(launches)
     summary = summarize(results, names)
     env = environment(arguments, layout, collect_versions(names))
     raw = save_raw(run_dir, env, settings, results, summary, skipped)
-    report(env, settings, summary, names, skipped, results, args.out)
+    report(env, settings, summary, names, skipped, incidents, args.out)
     console.print(f"raw results: {raw}")
     return 0
 

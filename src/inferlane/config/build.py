@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from inferlane.config.attachment import attached_listeners
 from inferlane.config.loader import ConfigBundle
-from inferlane.config.resources import HTTPRoute, InferencePool
+from inferlane.config.resources import Gateway, HTTPRoute, InferencePool
 from inferlane.routing.match import PathType, RouteTable, RuleMatch, ValueMatcher
 from inferlane.routing.rewrite import ModelRewriteTable, RewriteRule
 from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Listener
@@ -45,8 +46,7 @@ def build_snapshot(
                 continue
             table: RouteTable[CompiledRule] = RouteTable()
             for order, route in enumerate(bundle.http_routes):
-                if not _attaches(route, gateway.metadata.namespace, gateway.metadata.name,
-                                 spec_listener.name, spec_listener.port):
+                if not _attaches(route, gateway, spec_listener.name):
                     continue
                 hostnames = list(route.spec.hostnames or ())
                 if not hostnames and spec_listener.hostname:
@@ -114,16 +114,14 @@ def _build_pool(pool: InferencePool, bundle: ConfigBundle) -> PoolRuntime:
     )
 
 
-def _attaches(route: HTTPRoute, gw_namespace: str, gw_name: str, listener: str, port: int) -> bool:
+def _attaches(route: HTTPRoute, gateway: Gateway, listener_name: str) -> bool:
+    """Upstream attachment rules (namespaces, kinds, hostnames), shared with validation."""
     for ref in route.spec.parent_refs:
-        namespace = ref.namespace or route.metadata.namespace
-        if namespace != gw_namespace or ref.name != gw_name:
+        if (ref.namespace or route.namespace) != gateway.namespace or ref.name != gateway.name:
             continue
-        if ref.section_name is not None and ref.section_name != listener:
-            continue
-        if ref.port is not None and ref.port != port:
-            continue
-        return True
+        accepted, _ = attached_listeners(gateway, ref, route.namespace, route.spec.hostnames)
+        if any(listener.name == listener_name for listener in accepted):
+            return True
     return False
 
 
@@ -136,12 +134,14 @@ def _compile_rule(route: HTTPRoute, rule_index: int) -> CompiledRule:
     ])
     request_headers = response_headers = None
     path_rewrite = None
+    host_rewrite = None
     for flt in rule.filters or ():
         if flt.type == "RequestHeaderModifier" and flt.request_header_modifier is not None:
             request_headers = _modifier(flt.request_header_modifier)
         elif flt.type == "ResponseHeaderModifier" and flt.response_header_modifier is not None:
             response_headers = _modifier(flt.response_header_modifier)
         elif flt.type == "URLRewrite" and flt.url_rewrite is not None:
+            host_rewrite = flt.url_rewrite.hostname
             path = flt.url_rewrite.path
             if path is not None and path.type == "ReplaceFullPath":
                 path_rewrite = PathRewrite("ReplaceFullPath", path.replace_full_path or "/")
@@ -156,6 +156,7 @@ def _compile_rule(route: HTTPRoute, rule_index: int) -> CompiledRule:
         request_headers=request_headers,
         response_headers=response_headers,
         path_rewrite=path_rewrite,
+        host_rewrite=host_rewrite,
         # Gateway API: a zero duration means "no timeout".
         request_timeout=(timeouts.request_seconds or None) if timeouts is not None else None,
         backend_timeout=(

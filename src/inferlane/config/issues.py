@@ -152,15 +152,11 @@ def _not_one_of(model: type[BaseModel], loc: Path, value: Any, expected: str) ->
 def _out_of_range(model: type[BaseModel], loc: Path, value: Any) -> str:
     low: Any = None
     high: Any = None
-    for item in _metadata_at(model, loc):
+    for item in _metadata_at(model, loc):  # the models only use inclusive bounds (ge/le)
         if isinstance(item, annotated_types.Ge):
             low = item.ge
-        elif isinstance(item, annotated_types.Gt):
-            low = item.gt + 1 if isinstance(item.gt, int) else item.gt
         elif isinstance(item, annotated_types.Le):
             high = item.le
-        elif isinstance(item, annotated_types.Lt):
-            high = item.lt - 1 if isinstance(item.lt, int) else item.lt
     got = f" (got {show(value)})"
     if low is not None and high is not None:
         return f"must be between {low} and {high}{got}"

@@ -136,8 +136,9 @@ class _Builder:
             return None
         try:
             return self._constructor.construct_object(node, deep=True)
-        except ConstructorError as exc:
-            self.problems.append((path, f"invalid YAML value: {exc.problem}"))
+        except (ConstructorError, ValueError):  # e.g. "!!int x"
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            self.problems.append((path, f'invalid YAML value "{node.value}" for tag !!{kind}'))
             return None
 
     def _sequence(self, node: SequenceNode, path: Path) -> Any:

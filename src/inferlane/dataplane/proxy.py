@@ -132,7 +132,8 @@ class InferenceProxy:
                 snapshot, listener, facts, model=model, request_id=request_id
             )
         except RequestError as error:
-            state.metrics.requests.labels("", model, "", "", "", str(error.status)).inc()
+            # Unrouted: the model name is unchecked client input, so it stays out of labels.
+            state.metrics.requests.labels("", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id)
         if decision.model_rewritten:
             document["model"] = decision.upstream_model
@@ -231,8 +232,10 @@ class InferenceProxy:
             async for chunk in upstream.content.iter_any():
                 if first:
                     first = False
-                    self._state.metrics.time_to_first_token.labels(
-                        decision.rule.label, decision.requested_model, decision.pool.key
+                    metrics = self._state.metrics
+                    metrics.time_to_first_token.labels(
+                        decision.rule.label, metrics.model_label(decision.requested_model),
+                        decision.pool.key,
                     ).observe(time.perf_counter() - started)
                 scanner.feed(chunk)
                 try:
@@ -271,6 +274,8 @@ def _upstream_headers(
         if name.lower() not in _HOP_BY_HOP:
             headers.add(name, value)
     headers["x-request-id"] = request_id
+    if decision.rule.host_rewrite is not None:
+        headers["Host"] = decision.rule.host_rewrite
     headers["X-Gateway-Model-Name"] = decision.requested_model
     if decision.model_rewritten:
         headers["x-gateway-model-name-rewrite"] = decision.upstream_model
@@ -310,10 +315,11 @@ def _record(
 ) -> None:
     metrics = state.metrics
     route = decision.rule.label
-    model = decision.requested_model
+    model = metrics.model_label(decision.requested_model)
     pool = decision.pool.key
     metrics.requests.labels(
-        route, model, decision.upstream_model, pool, decision.endpoint.address, str(status)
+        route, model, metrics.model_label(decision.upstream_model), pool,
+        decision.endpoint.address, str(status),
     ).inc()
     metrics.request_duration.labels(route, model, pool).observe(time.perf_counter() - started)
     if usage.seen:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from inferlane.metrics.labels import BoundedLabel
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # LLM latencies span milliseconds (cached, short) to minutes (long generations).
@@ -20,7 +22,9 @@ _LATENCY_BUCKETS = (
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, *, max_models: int = 500) -> None:
+        # Model names come from clients; route/pool/endpoint names come from config.
+        self.model_label = BoundedLabel(max_models)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

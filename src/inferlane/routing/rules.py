@@ -46,6 +46,7 @@ class CompiledRule:
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
     path_rewrite: PathRewrite | None = None
+    host_rewrite: str | None = None  # URLRewrite.hostname: the Host header sent upstream
     request_timeout: float | None = None  # seconds, whole request incl. retries (Gateway API)
     backend_timeout: float | None = None  # seconds, one upstream attempt
 

@@ -115,3 +115,8 @@ def test_non_mapping_documents(text: str, message: str) -> None:
     first = caught.value.issues[0]
     assert (first.kind, first.name) == ("?", "?")
     assert message in first.message
+
+
+def test_non_string_mapping_key(world: World) -> None:
+    found = world.errors([("gateway", ("metadata", "labels"), {1: "a"})])
+    world.expect(found, "metadata.labels[1]", "invalid key: must be a string")

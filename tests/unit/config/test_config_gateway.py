@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from inferlane.config.resources import LabelSelector
+
 if TYPE_CHECKING:
     from conftest import World
 
@@ -161,3 +163,26 @@ def test_selector_namespaces_warn(world: World) -> None:
     warnings = world.warnings([("gateway", (*L0, "allowedRoutes"), allowed)])
     world.expect(warnings, "spec.listeners[0].allowedRoutes.namespaces.from",
                  "routes from every namespace are accepted")
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ({}, {}, True),
+        ({"matchLabels": {"a": "1"}}, {"a": "1", "b": "2"}, True),
+        ({"matchLabels": {"a": "1"}}, {"a": "2"}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1", "2"]}]},
+         {"a": "2"}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "In", "values": ["1"]}]}, {}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": ["1"]}]},
+         {"a": "1"}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {"a": ""}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {}, True),
+        ({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]}, {"a": "1"}, False),
+    ],
+)
+def test_label_selector_matches(selector: dict[str, Any], labels: dict[str, str],
+                                matches: bool) -> None:
+    assert LabelSelector.model_validate(selector).matches(labels) is matches

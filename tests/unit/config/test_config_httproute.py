@@ -247,6 +247,14 @@ def test_prefix_rewrite_needs_one_prefix_match(world: World, matches: list[dict[
     world.expect(found, where, "needs exactly one match, of type PathPrefix")
 
 
+def test_retry_backoff_in_seconds(world: World) -> None:
+    retry = {"codes": [503], "attempts": 2, "backoff": "250ms"}
+    bundle = world.load([("route", (*R0, "retry"), retry)])
+    parsed = bundle.http_routes[0].spec.rules[0].retry
+    assert parsed is not None
+    assert parsed.backoff_seconds == 0.25
+
+
 def test_prefix_rewrite_with_one_prefix_match_is_valid(world: World) -> None:
     bundle = world.load([("route", (*R0, "filters"), [REWRITE_PREFIX])])
     rule = bundle.http_routes[0].spec.rules[0]

@@ -37,3 +37,4 @@ def test_usage_from_body(body: bytes, seen: bool, tokens: tuple[int, int]) -> No
     usage = usage_from_body(body)
     assert usage.seen is seen
     assert (usage.prompt_tokens, usage.completion_tokens) == tokens
+
