@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -61,6 +62,7 @@ ADDED_P50_MAX_MS = 1.0
 ADDED_P99_MAX_MS = 5.0
 LITELLM_RATIO_MIN = 3.0
 ADDED_TTFB_P50_MAX_MS = 1.0
+BUSY_BACKGROUND_CPU = 0.2
 # Wide enough for the tables when the output is a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 140)
 T = TypeVar("T")
@@ -147,6 +149,8 @@ class Results:
     latency: list[LatencyRun] = field(default_factory=list)
     throughput: list[ThroughputRun] = field(default_factory=list)
     streaming: list[LatencyRun] = field(default_factory=list)
+    # CPU used by processes this benchmark did not start, per run: "phase target round" -> CPUs.
+    background: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +194,55 @@ def cpu_meter(pids: Sequence[int | None]) -> Iterator[list[float | None]]:
 
 
 def _own_cpu_seconds() -> float:
-    import resource
-
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSnapshot:
+    """Machine-wide busy and stolen CPU seconds, and the CPU seconds of this benchmark's
+    processes, at one instant: two of them tell how much else was running."""
+
+    at: float
+    busy_s: float
+    steal_s: float
+    ours_s: float
+
+
+def machine_snapshot(pids: Sequence[int]) -> MachineSnapshot:
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # irq/softirq time is left out: loopback traffic of our own sockets is accounted there.
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (fields + [0] * 8)[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    ours = _own_cpu_seconds() + sum(
+        seconds for seconds in map(process_cpu_seconds, pids) if seconds == seconds
+    )
+    return MachineSnapshot(
+        time.monotonic(), (user + nice + system) / tick, steal / tick, ours
+    )
+
+
+def background_cpu(start: MachineSnapshot, end: MachineSnapshot) -> float:
+    """CPUs used between two snapshots by processes this benchmark did not start."""
+    wall = max(end.at - start.at, 1e-9)
+    return max(0.0, (end.busy_s - start.busy_s) - (end.ours_s - start.ours_s)) / wall
+
+
+def background_note(
+    start: MachineSnapshot, end: MachineSnapshot, per_run: dict[str, float]
+) -> str:
+    steal = (end.steal_s - start.steal_s) / max(end.at - start.at, 1e-9)
+    busy = sorted((cpu, run) for run, cpu in per_run.items() if cpu > BUSY_BACKGROUND_CPU)
+    worst = ", ".join(f"{run} ({cpu:.2f})" for cpu, run in reversed(busy[-5:]))
+    return (
+        f"Background: processes not started by this benchmark used "
+        f"{background_cpu(start, end):.2f} CPU on average during the measurements and the "
+        f"hypervisor stole {steal:.2f} CPU (1.0 = one core); {len(busy)} of {len(per_run)} runs "
+        f"had more than {BUSY_BACKGROUND_CPU:g} CPU of background load"
+        + (f", the worst: {worst}." if busy else ".")
+        + " Background load and steal add noise that no pinning removes."
+    )
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -362,15 +410,22 @@ def _in_rounds(
     phase: str,
     measure: Callable[[str, int], T],
     describe: Callable[[T], str],
+    background: dict[str, float],
 ) -> list[T]:
-    """Run ``measure(target, round)`` for every target in every round, order rotated."""
+    """Run ``measure(target, round)`` for every target in every round, order rotated, and
+    note each run's background CPU load in ``background``."""
+    pids = [launch.process.pid for launch in context.launches.values()]
     runs: list[T] = []
     for round_index in range(rounds):
         for name in rotated(names, round_index):
             wait_quiet(context)
+            before = machine_snapshot(pids)
             run = measure(name, round_index)
+            load = background_cpu(before, machine_snapshot(pids))
+            background[f"{phase} {name} r{round_index + 1}"] = load
             runs.append(run)
-            _progress(phase, round_index, rounds, describe(run))
+            noisy = f" [yellow](background {load:.2f} CPU)[/]" if load > BUSY_BACKGROUND_CPU else ""
+            _progress(phase, round_index, rounds, describe(run) + noisy)
     return runs
 
 
@@ -391,6 +446,7 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
             context, name, r, BODY, settings.rate, settings.latency_s
         ),
         _run_line,
+        results.background,
     )
     console.rule(f"throughput: closed loop, {settings.connections} connections")
     results.throughput = _in_rounds(
@@ -400,6 +456,7 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
         "throughput",
         lambda name, r: measure_throughput(context, name, r),
         _throughput_line,
+        results.background,
     )
     console.rule(f"streaming: open loop at {settings.stream_rate:g} req/s, time to first byte")
     results.streaming = _in_rounds(
@@ -411,6 +468,7 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
             context, name, r, STREAM_BODY, settings.stream_rate, settings.stream_s
         ),
         _run_line,
+        results.background,
     )
     return results
 
@@ -597,9 +655,8 @@ def verdicts(summary: Summary, names: Sequence[str], skipped: dict[str, str]) ->
 def _floor(what: str, value: float, limit: float, unit: str, envoy: float | None) -> str:
     verdict = "met" if value <= limit else "MISSED"
     bar = "" if envoy is None else f"; Envoy adds {envoy:+.3f} {unit} here"
-    return (
-        f"{what.capitalize()}: {value:+.3f} {unit} (target <= {limit:g} {unit}) -- {verdict}{bar}."
-    )
+    target = f"target <= {limit:g} {unit}"
+    return f"{what[0].upper()}{what[1:]}: {value:+.3f} {unit} ({target}) -- {verdict}{bar}."
 
 
 def _by_target(rows: Sequence[Any]) -> dict[str, Any]:
@@ -1103,8 +1160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = answering_targets(targets, skipped, settings.timeout_s)
         context = RunContext(targets, launches, upstream, layout, settings)
         warm_up(context, names)
+        pids = [launch.process.pid for launch in launches.values()]
+        before = machine_snapshot(pids)
         results = measure_all(context, names)
-        incidents = exited_during_run(launches)
+        background = background_note(before, machine_snapshot(pids), results.background)
+        incidents = [*exited_during_run(launches), background]
     summary = summarize(results, names)
     env = environment(arguments, layout, collect_versions(names))
     raw = save_raw(run_dir, env, settings, results, summary, skipped)

@@ -100,7 +100,7 @@ async def _start_fleets(bundle: ConfigBundle) -> list[Fleet]:
 
 async def _demo(args: argparse.Namespace, bundle: ConfigBundle) -> int:
     # Piped output (CI logs, `make demo | tee`) gets a readable width instead of 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=None if sys.stdout.isatty() else 132)
     snapshot = build_snapshot(bundle, max_body_bytes=args.max_body_bytes)
     try:
         fleets = await _start_fleets(bundle)

@@ -21,11 +21,11 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from inferlane.dataplane.h1client import UpstreamError, UpstreamResponse
 from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
 from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import map_upstream_errors
@@ -44,6 +44,9 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _RESPONSE_DROP = _HOP_BY_HOP | {"content-length"}
+# Set by the gateway itself on the upstream request.
+_REPLACED = frozenset({"x-request-id", "x-gateway-model-name", "x-gateway-model-name-rewrite",
+                       "x-forwarded-for"})
 
 
 class _ClientGone(Exception):
@@ -108,7 +111,6 @@ class InferenceProxy:
     def __init__(self, state: GatewayState, listener_name: str) -> None:
         self._state = state
         self._listener_name = listener_name
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -140,19 +142,6 @@ class InferenceProxy:
             body = orjson.dumps(document)
         return await self._forward(request, decision, body, request_id, started)
 
-    def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout | None:
-        if seconds is None:
-            return None
-        timeout = self._timeouts.get(seconds)
-        if timeout is None:
-            options = self._state.upstream_options
-            timeout = aiohttp.ClientTimeout(
-                total=seconds, connect=min(options.connect_timeout, seconds),
-                sock_read=options.read_timeout,
-            )
-            self._timeouts[seconds] = timeout
-        return timeout
-
     async def _forward(
         self,
         request: web.Request,
@@ -165,23 +154,24 @@ class InferenceProxy:
         metrics = state.metrics
         endpoint = decision.endpoint
         pool = decision.pool.key
-        timeout_seconds = decision.rule.upstream_timeout
-        url = f"http://{endpoint.address}{decision.upstream_path}"
+        timeout = decision.rule.upstream_timeout
+        target = decision.upstream_path
         if request.query_string:
-            url = f"{url}?{request.query_string}"
-        headers = _upstream_headers(request, decision, request_id)
+            target = f"{target}?{request.query_string}"
         usage = Usage()
         status = 0
         in_flight = metrics.in_flight.labels(pool)
         in_flight.inc()
         try:
-            with map_upstream_errors(endpoint.address, pool, timeout=timeout_seconds):
-                async with state.session.post(
-                    url, data=body, headers=headers, timeout=self._timeout(timeout_seconds)
-                ) as upstream:
+            with map_upstream_errors(endpoint.address, pool, timeout=timeout):
+                upstream = await state.upstream.request(
+                    "POST", endpoint.host, endpoint.port, target,
+                    _upstream_headers(request, decision, request_id), body, budget=timeout,
+                )
+                async with upstream:
                     status = upstream.status
                     response_headers = _response_headers(upstream, decision, request_id)
-                    content_type = upstream.headers.get("content-type", "")
+                    content_type = upstream.header("content-type") or ""
                     if content_type.startswith("text/event-stream"):
                         scanner = SseUsageScanner()
                         try:
@@ -190,10 +180,7 @@ class InferenceProxy:
                             )
                         finally:
                             usage = scanner.usage
-                    with map_upstream_errors(
-                        endpoint.address, pool, timeout=timeout_seconds, started=True
-                    ):
-                        payload = await upstream.read()
+                    payload = await upstream.read()
             if status == 200:
                 usage = usage_from_body(payload)
             return web.Response(status=status, body=payload, headers=response_headers)
@@ -216,7 +203,7 @@ class InferenceProxy:
     async def _relay_stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         headers: CIMultiDict[str],
         scanner: SseUsageScanner,
         decision: RoutingDecision,
@@ -229,7 +216,7 @@ class InferenceProxy:
             raise _ClientGone(response) from exc
         first = True
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.iter_chunks():
                 if first:
                     first = False
                     metrics = self._state.metrics
@@ -242,21 +229,18 @@ class InferenceProxy:
                     await response.write(chunk)
                 except ConnectionResetError as exc:
                     raise _ClientGone(response) from exc  # our client went away
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError, TimeoutError) as exc:
+        except UpstreamError as exc:
             # Headers are gone: the only honest answer left is a final SSE error event.
+            log.warning("stream from %s broke off: %s", decision.endpoint.address, exc)
             error = {
                 "message": f"The model server at endpoint {decision.endpoint.address} of "
-                f"InferencePool {decision.pool.key} broke off the stream.",
+                f"InferencePool {decision.pool.key} broke off the stream ({exc}).",
                 "type": "upstream_error",
                 "param": None,
                 "code": "upstream_stream_interrupted",
             }
-            log.warning("stream from %s broke off: %r", decision.endpoint.address, exc)
             try:
-                await response.write(
-                    b"data: " + orjson.dumps({"error": error}) + b"\n\n"
-                )
+                await response.write(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
             except ConnectionResetError as gone:
                 raise _ClientGone(response) from gone
         try:
@@ -268,46 +252,41 @@ class InferenceProxy:
 
 def _upstream_headers(
     request: web.Request, decision: RoutingDecision, request_id: str
-) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in request.headers.items():
-        if name.lower() not in _HOP_BY_HOP:
-            headers.add(name, value)
-    headers["x-request-id"] = request_id
-    if decision.rule.host_rewrite is not None:
-        headers["Host"] = decision.rule.host_rewrite
-    headers["X-Gateway-Model-Name"] = decision.requested_model
+) -> list[tuple[str, str]]:
+    headers = [(name, value) for name, value in request.headers.items()
+               if name.lower() not in _HOP_BY_HOP and name.lower() not in _REPLACED]
+    headers.append(("x-request-id", request_id))
+    headers.append(("X-Gateway-Model-Name", decision.requested_model))
     if decision.model_rewritten:
-        headers["x-gateway-model-name-rewrite"] = decision.upstream_model
+        headers.append(("x-gateway-model-name-rewrite", decision.upstream_model))
+    if decision.rule.host_rewrite is not None:
+        headers.append(("Host", decision.rule.host_rewrite))
     if request.remote:
-        previous = headers.get("x-forwarded-for")
-        headers["x-forwarded-for"] = f"{previous}, {request.remote}" if previous else request.remote
-    _apply(decision.rule.request_headers, headers)
-    return headers
+        previous = request.headers.get("x-forwarded-for")
+        forwarded = f"{previous}, {request.remote}" if previous else request.remote
+        headers.append(("x-forwarded-for", forwarded))
+    modifier = decision.rule.request_headers
+    return headers if modifier is None else _apply(modifier, headers)
 
 
 def _response_headers(
-    upstream: aiohttp.ClientResponse, decision: RoutingDecision, request_id: str
+    upstream: UpstreamResponse, decision: RoutingDecision, request_id: str
 ) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
-        if name.lower() not in _RESPONSE_DROP:
-            headers.add(name, value)
-    headers["x-request-id"] = request_id
-    headers["x-inferlane-endpoint"] = decision.endpoint.address
-    _apply(decision.rule.response_headers, headers)
-    return headers
+    headers = [(name, value) for name, value in upstream.headers
+               if name.lower() not in _RESPONSE_DROP]
+    headers.append(("x-request-id", request_id))
+    headers.append(("x-inferlane-endpoint", decision.endpoint.address))
+    modifier = decision.rule.response_headers
+    if modifier is not None:
+        headers = _apply(modifier, headers)
+    return CIMultiDict(headers)
 
 
-def _apply(modifier: HeaderModifier | None, headers: CIMultiDict[str]) -> None:
-    if modifier is None:
-        return
-    for name in modifier.remove:
-        headers.popall(name, None)
-    for name, value in modifier.set:
-        headers[name] = value
-    for name, value in modifier.add:
-        headers.add(name, value)
+def _apply(modifier: HeaderModifier, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Gateway API header modifier semantics: remove, then set (replace), then add."""
+    drop = set(modifier.remove) | {name for name, _ in modifier.set}
+    kept = [(name, value) for name, value in headers if name.lower() not in drop]
+    return kept + list(modifier.set) + list(modifier.add)
 
 
 def _record(

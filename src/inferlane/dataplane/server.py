@@ -22,7 +22,7 @@ from aiohttp import web
 
 from inferlane.dataplane.proxy import InferenceProxy, error_response
 from inferlane.dataplane.state import GatewayState
-from inferlane.dataplane.upstream import UpstreamOptions, create_session
+from inferlane.dataplane.upstream import UpstreamOptions, create_pool
 from inferlane.errors import MethodNotAllowed, NotFound
 from inferlane.metrics.gateway import CONTENT_TYPE, GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot
@@ -66,9 +66,10 @@ class GatewayServer:
         return dict(self._ports)
 
     async def start(self) -> None:
-        session = create_session(self._options.upstream)
         self._state = GatewayState(
-            snapshot=self._initial, session=session, upstream_options=self._options.upstream
+            snapshot=self._initial,
+            upstream=create_pool(self._options.upstream),
+            upstream_options=self._options.upstream,
         )
         self._state.swap(self._initial)
         try:
@@ -101,8 +102,8 @@ class GatewayServer:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
-        if self._state is not None and not self._state.session.closed:
-            await self._state.session.close()
+        if self._state is not None and not self._state.upstream.closed:
+            await self._state.upstream.close()
 
     def apply(self, snapshot: GatewaySnapshot) -> None:
         """Serve ``snapshot`` from now on; requests already running keep their own."""

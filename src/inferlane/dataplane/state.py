@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from inferlane.dataplane.h1client import UpstreamPool
 from inferlane.dataplane.upstream import UpstreamOptions
 from inferlane.metrics.gateway import GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot, Router
@@ -19,7 +18,7 @@ from inferlane.routing.router import GatewaySnapshot, Router
 @dataclass(slots=True)
 class GatewayState:
     snapshot: GatewaySnapshot
-    session: aiohttp.ClientSession
+    upstream: UpstreamPool
     upstream_options: UpstreamOptions = field(default_factory=UpstreamOptions)
     router: Router = field(default_factory=Router)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
