@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -116,7 +116,7 @@ class InferenceProxy:
         started = time.perf_counter()
         state = self._state
         snapshot = state.snapshot  # this request finishes on this generation, even across reloads
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
         listener = snapshot.listener(self._listener_name)
         model = ""
         try:
@@ -135,7 +135,7 @@ class InferenceProxy:
             )
         except RequestError as error:
             # Unrouted: the model name is unchecked client input, so it stays out of labels.
-            state.metrics.requests.labels("", "", "", "", "", str(error.status)).inc()
+            state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id)
         if decision.model_rewritten:
             document["model"] = decision.upstream_model
@@ -160,7 +160,7 @@ class InferenceProxy:
             target = f"{target}?{request.query_string}"
         usage = Usage()
         status = 0
-        in_flight = metrics.in_flight.labels(pool)
+        in_flight = metrics.child(metrics.in_flight, pool)
         in_flight.inc()
         try:
             with map_upstream_errors(endpoint.address, pool, timeout=timeout):
@@ -190,11 +190,11 @@ class InferenceProxy:
             return error_response(error, request_id)
         except _ClientGone as gone:
             status = 499  # nginx's "client closed request"; only ever seen in metrics
-            metrics.client_disconnects.labels(pool).inc()
+            metrics.child(metrics.client_disconnects, pool).inc()
             return gone.response
         except asyncio.CancelledError:
             status = 499
-            metrics.client_disconnects.labels(pool).inc()
+            metrics.child(metrics.client_disconnects, pool).inc()
             raise
         finally:
             in_flight.dec()
@@ -220,9 +220,9 @@ class InferenceProxy:
                 if first:
                     first = False
                     metrics = self._state.metrics
-                    metrics.time_to_first_token.labels(
-                        decision.rule.label, metrics.model_label(decision.requested_model),
-                        decision.pool.key,
+                    metrics.child(
+                        metrics.time_to_first_token, decision.rule.label,
+                        metrics.model_label(decision.requested_model), decision.pool.key,
                     ).observe(time.perf_counter() - started)
                 scanner.feed(chunk)
                 try:
@@ -296,11 +296,13 @@ def _record(
     route = decision.rule.label
     model = metrics.model_label(decision.requested_model)
     pool = decision.pool.key
-    metrics.requests.labels(
-        route, model, metrics.model_label(decision.upstream_model), pool,
+    metrics.child(
+        metrics.requests, route, model, metrics.model_label(decision.upstream_model), pool,
         decision.endpoint.address, str(status),
     ).inc()
-    metrics.request_duration.labels(route, model, pool).observe(time.perf_counter() - started)
+    metrics.child(metrics.request_duration, route, model, pool).observe(
+        time.perf_counter() - started
+    )
     if usage.seen:
-        metrics.input_tokens.labels(model, pool).inc(usage.prompt_tokens)
-        metrics.output_tokens.labels(model, pool).inc(usage.completion_tokens)
+        metrics.child(metrics.input_tokens, model, pool).inc(usage.prompt_tokens)
+        metrics.child(metrics.output_tokens, model, pool).inc(usage.completion_tokens)

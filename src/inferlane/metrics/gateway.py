@@ -8,8 +8,11 @@ endpoint and status code — never request ids or tenants.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 from inferlane.metrics.labels import BoundedLabel
 
@@ -82,6 +85,20 @@ class GatewayMetrics:
             "Generation number of the config snapshot now serving.",
             registry=r,
         )
+
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoised: the hot path calls this several times a request.
+
+        The cache stays small because every label value is either from config or bounded
+        (``model_label``).
+        """
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
