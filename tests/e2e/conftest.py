@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
+import json
 import os
 import re
 import signal
@@ -52,22 +54,9 @@ def inferlane_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "inferlane", *args]
 
 
-# BUG workaround (see test_cli.py::test_sim_command_starts_replicas, strict xfail): the `sim`
-# subcommand never sets its `run` default, so `python -m inferlane sim` dies with AttributeError.
-# Until that is fixed the harness runs the same parser and run() the subcommand is made of.
-# Once fixed: delete this and use inferlane_command("sim", ...) in SimFleet.
-_SIM_LAUNCHER = (
-    "import argparse, sys\n"
-    "from inferlane.sim.command import configure_parser, run\n"
-    "parser = argparse.ArgumentParser(prog='inferlane sim')\n"
-    "configure_parser(parser)\n"
-    "sys.exit(run(parser.parse_args(sys.argv[1:])))\n"
-)
-
-
 def sim_command(*args: str) -> list[str]:
     """The argv running ``inferlane sim ARGS``."""
-    return [sys.executable, "-c", _SIM_LAUNCHER, *args]
+    return inferlane_command("sim", *args)
 
 
 def free_port() -> int:
@@ -134,6 +123,11 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
             return int(error.code), error.read()
     except (urllib.error.URLError, OSError):
         return 0, b""
+
+
+def answers_ok(url: str) -> bool | None:
+    """True once GET ``url`` answers 200 (None before, for ``poll``)."""
+    return http_get(url)[0] == 200 or None
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
@@ -282,7 +276,7 @@ class SimFleet(Process):
         super().start()
         self.replicas = self.wait_until(self._parse_replicas, "sim replicas to listen")
         for replica in self.replicas:
-            self.wait_until(lambda r=replica: http_get(f"{r.url}/health")[0] == 200 or None,
+            self.wait_until(functools.partial(answers_ok, f"{replica.url}/health"),
                             f"sim replica {replica.index} /health")
 
     def _parse_replicas(self) -> list[SimReplica] | None:
@@ -332,7 +326,7 @@ class GatewayProcess(Process):
                 *self.extra)
             super().start()
             try:
-                self.wait_until(lambda: http_get(f"{self.base_url}/readyz")[0] == 200 or None,
+                self.wait_until(functools.partial(answers_ok, f"{self.base_url}/readyz"),
                                 "gateway /readyz")
                 return
             except ProcessFailed:
@@ -347,7 +341,7 @@ class GatewayProcess(Process):
     def readyz(self) -> dict[str, Any]:
         status, body = http_get(f"{self.base_url}/readyz")
         assert status == 200, f"/readyz answered {status}\n{self.describe()}"
-        result: dict[str, Any] = yaml.safe_load(body)
+        result: dict[str, Any] = json.loads(body)
         return result
 
     def generation(self) -> int:
@@ -463,9 +457,11 @@ def pool_doc(name: str, match_labels: Mapping[str, str],
 
 
 def route_doc(name: str, models: Sequence[str], pool: str, *,
-              timeouts: Mapping[str, str] | None = None) -> dict[str, Any]:
+              timeouts: Mapping[str, str] | None = None,
+              match_type: str = "Exact") -> dict[str, Any]:
     rule: dict[str, Any] = {
-        "matches": [{"headers": [{"name": MODEL_HEADER, "value": model}]} for model in models],
+        "matches": [{"headers": [{"name": MODEL_HEADER, "type": match_type, "value": model}]}
+                    for model in models],
         "backendRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
                          "name": pool}],
     }
@@ -513,11 +509,15 @@ CANARY_A = "m-a-canary"  # rewritten inside pool-a to MODEL_A or ADAPTER_A, 3:1
 LIMITED_A = "m-a-limited"  # rewritten to MODEL_A; its route has a 1s request timeout
 MODEL_B = "m-b"  # pool-b: one replica
 MODEL_HANG = "m-hang"  # pool-hang: a replica that never answers; route timeout 1s
+MODEL_HANG_BACKEND = "m-hang-backend"  # the same pool; route backendRequest timeout 1s
 MODEL_EMPTY = "m-empty"  # pool-empty selects no ModelServer
 MODEL_DEAD = "m-dead"  # pool-dead: a ModelServer whose port nobody listens on
+MODEL_ERROR = "m-err"  # pool-err: a replica answering every request with a 500
+ANY_CONTROL = r"ctl-[\s\S]*"  # a RegularExpression route to pool-a for any "ctl-..." name
 CANARY_WEIGHTS = {MODEL_A: 3, ADAPTER_A: 1}
 MAX_BODY_BYTES = 64 * 1024
-ROUTED_MODELS = {MODEL_A, CANARY_A, LIMITED_A, MODEL_B, MODEL_HANG, MODEL_EMPTY, MODEL_DEAD}
+ROUTED_MODELS = {MODEL_A, CANARY_A, LIMITED_A, MODEL_B, MODEL_HANG, MODEL_HANG_BACKEND,
+                 MODEL_EMPTY, MODEL_DEAD, MODEL_ERROR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +526,7 @@ class SharedStack:
     gateway: GatewayProcess
     pool_a: tuple[SimReplica, ...]
     pool_b: tuple[SimReplica, ...]
+    error_replica: SimReplica
     dead_address: str
 
 
@@ -535,17 +536,23 @@ def shared_stack_config(sim: SimFleet, dead_address: str) -> list[dict[str, Any]
         *replica_docs("a", sim.serving(MODEL_A), {"app": "a"}, [MODEL_A, ADAPTER_A]),
         *replica_docs("b", sim.serving(MODEL_B), {"app": "b"}),
         *replica_docs("hang", sim.serving(MODEL_HANG), {"app": "hang"}),
+        *replica_docs("err", sim.serving(MODEL_ERROR), {"app": "err"}),
         model_server_doc("dead", dead_address, [MODEL_DEAD], {"app": "dead"}),
         pool_doc("pool-a", {"app": "a"}),
         pool_doc("pool-b", {"app": "b"}),
         pool_doc("pool-hang", {"app": "hang"}),
+        pool_doc("pool-err", {"app": "err"}),
         pool_doc("pool-dead", {"app": "dead"}),
         pool_doc("pool-empty", {"app": "nobody"}),
         route_doc("route-a", [MODEL_A, CANARY_A], "pool-a"),
         route_doc("route-limited", [LIMITED_A], "pool-a", timeouts={"request": "1s"}),
         route_doc("route-b", [MODEL_B], "pool-b"),
         route_doc("route-hang", [MODEL_HANG], "pool-hang", timeouts={"request": "1s"}),
+        route_doc("route-hang-backend", [MODEL_HANG_BACKEND], "pool-hang",
+                  timeouts={"backendRequest": "1s"}),
         route_doc("route-dead", [MODEL_DEAD], "pool-dead"),
+        route_doc("route-err", [MODEL_ERROR], "pool-err"),
+        route_doc("route-ctl", [ANY_CONTROL], "pool-a", match_type="RegularExpression"),
         route_doc("route-empty", [MODEL_EMPTY], "pool-empty"),
         rewrite_doc("canary", "pool-a", CANARY_A, CANARY_WEIGHTS),
         rewrite_doc("limited", "pool-a", LIMITED_A, {MODEL_A: 1}),
@@ -556,13 +563,13 @@ def shared_stack_config(sim: SimFleet, dead_address: str) -> list[dict[str, Any]
 def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedStack]:
     log_dir = tmp_path_factory.mktemp("shared-stack")
     with running_stack(log_dir) as started:
-        models = [MODEL_A, MODEL_A, MODEL_A, MODEL_B, MODEL_HANG]
-        hang_replica = models.index(MODEL_HANG)
+        models = [MODEL_A, MODEL_A, MODEL_A, MODEL_B, MODEL_HANG, MODEL_ERROR]
         sim = started.sim(replicas=len(models), models=models, time_scale=0.05,
                           extra=["--lora", f"{ADAPTER_A}={MODEL_A}",
-                                 "--hang-rate", f"{hang_replica}:1"])
+                                 "--hang-rate", f"{models.index(MODEL_HANG)}:1",
+                                 "--error-rate", f"{models.index(MODEL_ERROR)}:1"])
         dead_address = f"{HOST}:{free_port()}"  # bound and closed: connections are refused
         config = write_config(log_dir / "gateway.yaml", shared_stack_config(sim, dead_address))
         gateway = started.gateway(config, ["--max-body-bytes", str(MAX_BODY_BYTES)])
         yield SharedStack(sim, gateway, tuple(sim.serving(MODEL_A)), tuple(sim.serving(MODEL_B)),
-                          dead_address)
+                          sim.serving(MODEL_ERROR)[0], dead_address)

@@ -63,6 +63,10 @@ def counters(stack: SlowStack) -> tuple[float, float]:
             stack.gateway.metric("inferlane_client_disconnects_total", pool="default/pool-slow"))
 
 
+def in_flight(stack: SlowStack) -> float:
+    return stack.gateway.metric("inferlane_requests_in_flight", pool="default/pool-slow")
+
+
 def running_on_sim(stack: SlowStack) -> float:
     return metric_value(stack.sim.metrics(stack.sim.replicas[0]), "vllm:num_requests_running")
 
@@ -93,6 +97,8 @@ async def test_dropping_a_stream_aborts_the_generation_upstream(slow_stack: Slow
                      "the gateway to count the client disconnect", ABORT_WAIT)
     await poll_async(lambda: running_on_sim(slow_stack) == 0 or None,
                      "the sim to stop generating", ABORT_WAIT)
+    await poll_async(lambda: in_flight(slow_stack) == 0 or None,
+                     "the gateway to forget the request", ABORT_WAIT)
 
 
 def test_giving_up_on_a_slow_request_aborts_it_upstream(slow_stack: SlowStack) -> None:
@@ -109,4 +115,6 @@ def test_giving_up_on_a_slow_request_aborts_it_upstream(slow_stack: SlowStack) -
     poll(lambda: counters(slow_stack)[1] >= disconnects_before + 1 or None,
          "the gateway to count the client disconnect", ABORT_WAIT)
     poll(lambda: running_on_sim(slow_stack) == 0 or None, "the sim to stop generating",
+         ABORT_WAIT)
+    poll(lambda: in_flight(slow_stack) == 0 or None, "the gateway to forget the request",
          ABORT_WAIT)

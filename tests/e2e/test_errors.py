@@ -8,6 +8,8 @@ everything else goes through the ``openai`` SDK, whose exception types are part 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,15 +18,18 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from .conftest import (
+    HOST,
     LIMITED_A,
     MAX_BODY_BYTES,
     MODEL_A,
     MODEL_DEAD,
     MODEL_EMPTY,
+    MODEL_ERROR,
     MODEL_HANG,
+    MODEL_HANG_BACKEND,
     GatewayProcess,
     SharedStack,
     SimReplica,
@@ -39,7 +44,7 @@ from .conftest import (
 
 pytestmark = pytest.mark.e2e
 
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 CHAT = "/v1/chat/completions"
 LONG = 15000  # max_tokens of a stream that lasts seconds unless something breaks it
 
@@ -71,10 +76,14 @@ def sdk_error_body(error: openai.APIStatusError) -> object:
 
 async def post_raw(gateway: GatewayProcess, body: bytes,
                    path: str = CHAT) -> tuple[int, object, str]:
+    """Status, body (parsed when JSON, else the text) and content type of a raw POST."""
     async with aiohttp.ClientSession() as session, session.post(
             f"{gateway.base_url}{path}", data=body,
             headers={"content-type": "application/json"}) as response:
-        return response.status, await response.json(), response.headers.get("content-type", "")
+        content_type = response.headers.get("content-type", "")
+        text = await response.text()
+        payload = json.loads(text) if content_type.startswith("application/json") else text
+        return response.status, payload, content_type
 
 
 # -- 400: the request itself is wrong --------------------------------------------------------
@@ -98,6 +107,18 @@ async def test_malformed_request_is_400(shared_stack: SharedStack, body: bytes,
     error = assert_openai_error(payload)
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
+    await asyncio.to_thread(assert_still_serving, shared_stack.gateway)
+
+
+async def test_model_name_with_a_line_break_is_400(shared_stack: SharedStack) -> None:
+    # The model name becomes the X-Gateway-Model-Name header upstream; JSON allows CR/LF in it.
+    body = json.dumps({"model": "ctl-x\r\nX-Injected: 1", "messages": MESSAGES}).encode()
+
+    status, payload, content_type = await post_raw(shared_stack.gateway, body)
+
+    assert (status, content_type.split(";")[0]) == (400, "application/json"), payload
+    error = assert_openai_error(payload)
+    assert error["param"] == "model"
     await asyncio.to_thread(assert_still_serving, shared_stack.gateway)
 
 
@@ -168,11 +189,13 @@ def test_closed_model_server_port_is_502_naming_the_pool(shared_stack: SharedSta
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", [MODEL_HANG, MODEL_HANG_BACKEND],
+                         ids=["request-timeout", "backendRequest-timeout"])
 def test_hanging_model_server_is_504_after_the_route_timeout(shared_stack: SharedStack,
-                                                             stream: bool) -> None:
+                                                             model: str, stream: bool) -> None:
     with shared_stack.gateway.client() as client, \
             pytest.raises(openai.InternalServerError) as caught:
-        client.chat.completions.create(model=MODEL_HANG, messages=MESSAGES, stream=stream)
+        client.chat.completions.create(model=model, messages=MESSAGES, stream=stream)
 
     assert caught.value.status_code == 504
     error = assert_openai_error(sdk_error_body(caught.value), code="upstream_timeout")
@@ -195,6 +218,53 @@ def test_stream_outliving_the_route_timeout_ends_with_an_error_event(
     assert isinstance(caught.value.body, dict)
     assert caught.value.body["code"] == "upstream_stream_interrupted"
     assert_still_serving(shared_stack.gateway)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_model_server_error_is_relayed_with_its_status_and_body(
+        shared_stack: SharedStack, stream: bool) -> None:
+    with shared_stack.gateway.client() as client, \
+            pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model=MODEL_ERROR, messages=MESSAGES, stream=stream)
+
+    assert caught.value.status_code == 500
+    assert caught.value.response.headers["x-inferlane-endpoint"] == \
+        shared_stack.error_replica.address
+    error = assert_openai_error(sdk_error_body(caught.value))
+    assert "injected fault" in error["message"]  # the model server's own words
+    assert_still_serving(shared_stack.gateway)
+
+
+def test_model_server_validation_error_is_relayed_as_400(shared_stack: SharedStack) -> None:
+    with shared_stack.gateway.client() as client, \
+            pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL_A, messages=[])
+
+    assert caught.value.status_code == 400
+    assert caught.value.response.headers["x-inferlane-endpoint"] in {
+        r.address for r in shared_stack.pool_a}
+    error = assert_openai_error(sdk_error_body(caught.value))
+    assert error["param"] == "messages"
+    assert_still_serving(shared_stack.gateway)
+
+
+def test_connection_stays_usable_after_a_413(shared_stack: SharedStack) -> None:
+    # The refused body is not read; the next request on the same connection must not be
+    # parsed out of its leftovers (the server may also close the connection instead).
+    connection = http.client.HTTPConnection(HOST, shared_stack.gateway.port, timeout=30)
+    try:
+        big = b'{"model": "m-a", "padding": "' + b"x" * (MAX_BODY_BYTES * 2) + b'"}'
+        connection.request("POST", CHAT, body=big, headers={"content-type": "application/json"})
+        refused = connection.getresponse()
+        assert refused.status == 413
+        assert_openai_error(json.loads(refused.read()), code="request_too_large")
+        good = json.dumps({"model": MODEL_A, "messages": MESSAGES, "max_tokens": 2})
+        connection.request("POST", CHAT, body=good, headers={"content-type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.read()
+        assert json.loads(answer.read())["choices"][0]["message"]["content"]
+    finally:
+        connection.close()
 
 
 # -- paths and methods ------------------------------------------------------------------------
@@ -292,7 +362,7 @@ def test_replica_crash_mid_stream_ends_the_stream_with_an_error_event(stack: Sta
     config = write_config(tmp_path / "gateway.yaml", two_pool_config(
         sim.serving("m-crash"), sim.serving("m-ok"), "m-crash", "m-ok"))
     gateway = stack.gateway(config)
-    second: list[openai.APIError] = []
+    second: list[openai.APIStatusError] = []
 
     def second_request(client: openai.OpenAI) -> None:
         with pytest.raises(openai.APIStatusError) as caught:

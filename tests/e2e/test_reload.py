@@ -25,9 +25,11 @@ from .conftest import (
     GatewayProcess,
     SimFleet,
     gateway_doc,
-    pool_doc,
+    metric_value,
     poll_async,
+    pool_doc,
     replica_docs,
+    rewrite_doc,
     route_doc,
     running_stack,
     write_config,
@@ -93,26 +95,31 @@ class Load:
     done: int = 0
 
 
-async def run_load(client: openai.AsyncOpenAI, load: Load, stop: asyncio.Event, *,
-                   workers: int, max_requests: int, deadline: float) -> None:
+async def run_load(gateway: GatewayProcess, load: Load, stop: asyncio.Event, *,
+                   clients: int, max_requests: int, deadline: float) -> None:
+    """``clients`` SDK clients (own connection pools) requesting until ``stop`` or a bound."""
     started = 0
 
     async def worker(worker_id: int) -> None:
         nonlocal started
-        while not stop.is_set() and started < max_requests and time.monotonic() < deadline:
-            started += 1
-            try:
-                raw = await client.chat.completions.with_raw_response.create(
-                    model=MODEL, messages=[{"role": "user", "content": f"w{worker_id}"}],
-                    max_tokens=4)
-                raw.parse()
-                load.statuses[raw.status_code] += 1
-                load.endpoints[raw.headers["x-inferlane-endpoint"]] += 1
-            except openai.APIError as error:
-                load.failures.append(f"{type(error).__name__}: {error}")
-            load.done += 1
+        async with gateway.async_client() as client:
+            while not stop.is_set() and started < max_requests and time.monotonic() < deadline:
+                started += 1
+                await one_request(client, worker_id)
 
-    await asyncio.gather(*(worker(i) for i in range(workers)))
+    async def one_request(client: openai.AsyncOpenAI, worker_id: int) -> None:
+        try:
+            raw = await client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": f"client {worker_id}"}],
+                max_tokens=4)
+            raw.parse()
+            load.statuses[raw.status_code] += 1
+            load.endpoints[raw.headers["x-inferlane-endpoint"]] += 1
+        except (openai.APIError, KeyError) as error:  # KeyError: no x-inferlane-endpoint
+            load.failures.append(f"{type(error).__name__}: {error}")
+        load.done += 1
+
+    await asyncio.gather(*(worker(i) for i in range(clients)))
 
 
 async def generation(gateway: GatewayProcess) -> int:
@@ -156,6 +163,10 @@ async def test_reloads_under_load_fail_no_request(reload_stack: ReloadStack) -> 
                                                     result="rejected") > rejected_before or None,
                              "the invalid config to be rejected", RELOAD_WAIT)
             assert await generation(gateway) == current
+            log = gateway.stderr()
+            assert "config reload rejected" in log, log[-2000:]
+            assert f"{reload_stack.config}:" in log
+            assert "HTTPRoute/broken: spec.parentRefs[0]" in log, log[-2000:]
             await wait_for_progress(load, 20)
             reload_stack.write("pool-left")
             current += 1
@@ -173,21 +184,21 @@ async def test_reloads_under_load_fail_no_request(reload_stack: ReloadStack) -> 
         finally:
             stop.set()
 
+    await asyncio.gather(
+        rewrite_configs(),
+        run_load(gateway, load, stop, clients=8, max_requests=3000,
+                 deadline=time.monotonic() + 90),
+    )
+
+    assert not load.failures, f"{len(load.failures)} failed: {load.failures[:5]}"
+    assert set(load.statuses) == {200}, load.statuses
+    assert load.done >= 7 * 20
+    # Both endpoint sets served during the run.
+    assert set(load.endpoints) == set().union(*reload_stack.endpoints.values())
+
+    # The last valid config routes to the right pool, and only there.
+    after = Counter[str]()
     async with gateway.async_client() as client:
-        await asyncio.gather(
-            rewrite_configs(),
-            run_load(client, load, stop, workers=8, max_requests=3000,
-                     deadline=time.monotonic() + 90),
-        )
-
-        assert not load.failures, f"{len(load.failures)} failed: {load.failures[:5]}"
-        assert set(load.statuses) == {200}, load.statuses
-        assert load.done >= 7 * 20
-        # Both endpoint sets served during the run.
-        assert set(load.endpoints) == set().union(*reload_stack.endpoints.values())
-
-        # The last valid config routes to the right pool, and only there.
-        after = Counter[str]()
         for _ in range(8):
             raw = await client.chat.completions.with_raw_response.create(
                 model=MODEL, messages=[{"role": "user", "content": "after"}], max_tokens=1)
@@ -195,8 +206,6 @@ async def test_reloads_under_load_fail_no_request(reload_stack: ReloadStack) -> 
     assert set(after) == reload_stack.endpoints["pool-right"]
 
     metrics = await asyncio.to_thread(gateway.metrics)
-    from .conftest import metric_value
-
     successes = metric_value(metrics, "inferlane_config_reloads_total", result="success")
     assert successes - successes_before == 6  # 5 file rewrites + SIGHUP, the invalid one not
     assert metric_value(metrics, "inferlane_config_reloads_total",
@@ -239,3 +248,34 @@ async def test_stream_started_before_a_reload_finishes_after_it(
 
     assert content == tokens  # every token arrived: the stream was not cut by the reload
     assert finish[-1] == "length"
+
+
+async def test_models_list_and_routes_follow_a_reload(reload_stack: ReloadStack) -> None:
+    gateway = reload_stack.gateway
+    extra_model = "m-reload-extra"
+    current = await generation(gateway)
+    async with gateway.async_client() as client:
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(
+                model=extra_model, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+
+        documents = routed_to(reload_stack.sim, "pool-right")
+        # The new model is an alias of MODEL inside pool-left.
+        documents += [route_doc("route-extra", [extra_model], "pool-left"),
+                      rewrite_doc("extra", "pool-left", extra_model, {MODEL: 1})]
+        write_config(reload_stack.config, documents)
+        await wait_for_generation(gateway, current + 1)
+
+        listed = {model.id async for model in client.models.list()}
+        assert listed == {MODEL, extra_model}
+        raw = await client.chat.completions.with_raw_response.create(
+            model=extra_model, messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+        assert raw.parse().model == MODEL
+        assert raw.headers["x-inferlane-endpoint"] in reload_stack.endpoints["pool-left"]
+
+        reload_stack.write("pool-right")
+        await wait_for_generation(gateway, current + 2)
+        assert {model.id async for model in client.models.list()} == {MODEL}
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(
+                model=extra_model, messages=[{"role": "user", "content": "hi"}], max_tokens=1)

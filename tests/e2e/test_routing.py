@@ -10,6 +10,7 @@ import asyncio
 from collections import Counter
 
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from .conftest import (
     ADAPTER_A,
@@ -23,7 +24,7 @@ from .conftest import (
 
 pytestmark = pytest.mark.e2e
 
-MESSAGES = [{"role": "user", "content": "route me"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "route me"}]
 
 
 def test_each_model_is_served_by_its_own_pool(shared_stack: SharedStack) -> None:

@@ -57,6 +57,9 @@ class _ClientGone(Exception):
         self.response = response
 
 
+MAX_MODEL_NAME = 512
+
+
 def error_response(error: RequestError, request_id: str) -> web.Response:
     headers = {"x-request-id": request_id, **error.headers}
     return web.Response(
@@ -102,6 +105,12 @@ def parse_request(body: bytes) -> tuple[dict[str, Any], str]:
         raise BadRequest("Missing required parameter: 'model'.", param="model")
     if not isinstance(model, str) or not model.strip():
         raise BadRequest("Parameter 'model' must be a non-empty string.", param="model")
+    if len(model) > MAX_MODEL_NAME or not model.isprintable():
+        # The name travels on as a header (X-Gateway-Model-Name) and a metric label.
+        raise BadRequest(
+            f"Parameter 'model' must be at most {MAX_MODEL_NAME} printable characters.",
+            param="model",
+        )
     return document, model
 
 

@@ -14,6 +14,7 @@ to the listener set itself needs a restart and is logged as such.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -155,7 +156,7 @@ class GatewayServer:
         return web.json_response({"status": "ready", "configGeneration": snapshot.generation})
 
     async def _fallback(self, request: web.Request) -> web.Response:
-        request_id = request.headers.get("x-request-id", "")
+        request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
         if request.path in INFERENCE_PATHS or request.path in _GET_PATHS:
             allowed = "POST" if request.path in INFERENCE_PATHS else "GET"
             error = MethodNotAllowed(

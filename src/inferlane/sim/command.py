@@ -30,6 +30,7 @@ _FAULT_FLAGS: dict[str, tuple[str, Callable[[str], float | int]]] = {
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``inferlane sim`` flags (vLLM's names where vLLM has the knob)."""
+    parser.set_defaults(run=run)
     fleet = parser.add_argument_group("fleet")
     fleet.add_argument("--replicas", type=int, default=1, help="number of replicas (default 1)")
     fleet.add_argument("--port", type=int, default=9000,
@@ -161,6 +162,7 @@ async def serve(args: argparse.Namespace, options: SimOptions) -> int:
             await asyncio.wait({all_crashed, stopped}, return_when=asyncio.FIRST_COMPLETED)
             for task in (all_crashed, stopped):
                 task.cancel()
+            await asyncio.gather(all_crashed, stopped, return_exceptions=True)
         if fleet.all_crashed:
             print("inferlane sim: every replica crashed (--crash-after)", file=sys.stderr)
             return 1
