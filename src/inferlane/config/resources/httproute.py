@@ -95,40 +95,35 @@ class HTTPPathMatch(StrictModel):
         return self
 
 
-class HTTPHeaderMatch(StrictModel):
-    """A request header condition."""
+class _ValueMatch(StrictModel):
+    """Shared shape of header and query-param conditions: a name and an Exact or regex value."""
 
     type: Literal["Exact", "RegularExpression"] = Field(
         "Exact", description="Exact compares the value; RegularExpression uses Python ``re``.")
+
+    @model_validator(mode="after")
+    def _check(self) -> _ValueMatch:
+        problems = Problems()
+        value: str = getattr(self, "value")  # noqa: B009 - declared by each subclass
+        why = regex_problem(value) if self.type == "RegularExpression" else None
+        if why:
+            problems.add(("value",), why)
+        problems.raise_if_any()
+        return self
+
+
+class HTTPHeaderMatch(_ValueMatch):
+    """A request header condition."""
+
     name: HeaderName = Field(description="Header name (case-insensitive).")
     value: str = Field(min_length=1, max_length=4096, description="Value or pattern.")
 
-    @model_validator(mode="after")
-    def _check(self) -> HTTPHeaderMatch:
-        problems = Problems()
-        why = regex_problem(self.value) if self.type == "RegularExpression" else None
-        if why:
-            problems.add(("value",), why)
-        problems.raise_if_any()
-        return self
 
-
-class HTTPQueryParamMatch(StrictModel):
+class HTTPQueryParamMatch(_ValueMatch):
     """A query parameter condition."""
 
-    type: Literal["Exact", "RegularExpression"] = Field(
-        "Exact", description="Exact compares the value; RegularExpression uses Python ``re``.")
     name: HeaderName = Field(description="Parameter name (case-sensitive).")
     value: str = Field(min_length=1, max_length=1024, description="Value or pattern.")
-
-    @model_validator(mode="after")
-    def _check(self) -> HTTPQueryParamMatch:
-        problems = Problems()
-        why = regex_problem(self.value) if self.type == "RegularExpression" else None
-        if why:
-            problems.add(("value",), why)
-        problems.raise_if_any()
-        return self
 
 
 class HTTPRouteMatch(StrictModel):
