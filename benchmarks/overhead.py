@@ -24,13 +24,16 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,7 +65,10 @@ ADDED_P50_MAX_MS = 1.0
 ADDED_P99_MAX_MS = 5.0
 LITELLM_RATIO_MIN = 3.0
 ADDED_TTFB_P50_MAX_MS = 1.0
+# A run during which processes not started here used more CPU than this is repeated.
 BUSY_BACKGROUND_CPU = 0.2
+# Before a run, wait until the whole machine uses less than this.
+QUIET_CPU = 0.1
 # Wide enough for the tables when the output is a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 140)
 T = TypeVar("T")
@@ -80,6 +86,7 @@ class Settings:
     stream_s: float = 4.0
     warmup_s: float = 1.0
     timeout_s: float = 10.0
+    noisy_retries: int = 1
 
 
 QUICK = Settings(
@@ -151,6 +158,8 @@ class Results:
     streaming: list[LatencyRun] = field(default_factory=list)
     # CPU used by processes this benchmark did not start, per run: "phase target round" -> CPUs.
     background: dict[str, float] = field(default_factory=dict)
+    # Runs repeated because of background load: "phase target round" -> discarded attempts.
+    repeated: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +225,7 @@ def machine_snapshot(pids: Sequence[int]) -> MachineSnapshot:
     user, nice, system, _idle, _iowait, _irq, _softirq, steal = (fields + [0] * 8)[:8]
     tick = os.sysconf("SC_CLK_TCK")
     ours = _own_cpu_seconds() + sum(
-        seconds for seconds in map(process_cpu_seconds, pids) if seconds == seconds
+        seconds for seconds in map(process_cpu_seconds, pids) if not math.isnan(seconds)
     )
     return MachineSnapshot(
         time.monotonic(), (user + nice + system) / tick, steal / tick, ours
@@ -230,19 +239,28 @@ def background_cpu(start: MachineSnapshot, end: MachineSnapshot) -> float:
 
 
 def background_note(
-    start: MachineSnapshot, end: MachineSnapshot, per_run: dict[str, float]
+    start: MachineSnapshot,
+    end: MachineSnapshot,
+    per_run: dict[str, float],
+    repeated: dict[str, int],
 ) -> str:
     steal = (end.steal_s - start.steal_s) / max(end.at - start.at, 1e-9)
     busy = sorted((cpu, run) for run, cpu in per_run.items() if cpu > BUSY_BACKGROUND_CPU)
     worst = ", ".join(f"{run} ({cpu:.2f})" for cpu, run in reversed(busy[-5:]))
-    return (
+    text = (
         f"Background: processes not started by this benchmark used "
         f"{background_cpu(start, end):.2f} CPU on average during the measurements and the "
-        f"hypervisor stole {steal:.2f} CPU (1.0 = one core); {len(busy)} of {len(per_run)} runs "
-        f"had more than {BUSY_BACKGROUND_CPU:g} CPU of background load"
+        f"hypervisor stole {steal:.2f} CPU (1.0 = one core). {len(busy)} of {len(per_run)} kept "
+        f"runs had more than {BUSY_BACKGROUND_CPU:g} CPU of background load"
         + (f", the worst: {worst}." if busy else ".")
-        + " Background load and steal add noise that no pinning removes."
     )
+    if repeated:
+        text += (
+            f" {len(repeated)} runs were repeated ({sum(repeated.values())} attempts discarded) "
+            "because of such load; of a run's attempts, the one with the least background load "
+            "was kept."
+        )
+    return text
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -364,9 +382,9 @@ def warm_up(context: RunContext, names: Sequence[str]) -> None:
     settings = context.settings
     warm = replace(settings, throughput_s=settings.warmup_s)
     for name in names:
-        wait_quiet(context)
+        wait_quiet()
         run = measure_open_loop(context, name, -1, BODY, settings.rate, settings.warmup_s)
-        wait_quiet(context)
+        wait_quiet()
         closed = measure_throughput(replace(context, settings=warm), name, -1)
         console.print(
             f"  warm-up {name}: open loop {run.ok}/{run.sent} ok, p50 {run.p50:.3f} ms; "
@@ -374,20 +392,39 @@ def warm_up(context: RunContext, names: Sequence[str]) -> None:
         )
 
 
-def wait_quiet(context: RunContext, limit_s: float = 15.0, window_s: float = 0.1) -> None:
-    """Wait until no started process burns CPU (a proxy may still drain a backlog or flush
-    logs after its run, and the proxies share a CPU), at most ``limit_s``."""
-    pids = [launch.process.pid for launch in context.launches.values()]
+def wait_quiet(limit_s: float = 5.0, window_s: float = 0.2) -> None:
+    """Wait until the machine is idle, at most ``limit_s``: a proxy may still drain a backlog
+    or flush logs after its run (the proxies share a CPU), and other work may be running."""
     deadline = time.monotonic() + limit_s
     busy = 0.0
     while time.monotonic() < deadline:
-        with cpu_meter(pids) as shares:
-            time.sleep(window_s)
-        # A process that has exited reads as NaN: it burns nothing.
-        busy = sum(share for share in shares[:-1] if share is not None and share == share)
-        if busy < 0.05:
+        start = machine_snapshot(())
+        time.sleep(window_s)
+        end = machine_snapshot(())
+        busy = (end.busy_s - start.busy_s) / max(end.at - start.at, 1e-9)
+        if busy < QUIET_CPU:
             return
-    console.print(f"  [yellow]started processes still use {busy:.2f} CPU after {limit_s:g} s[/]")
+    console.print(f"  [yellow]the machine is still using {busy:.2f} CPU after {limit_s:g} s[/]")
+
+
+def measure_quietly(context: RunContext, measure: Callable[[], T]) -> tuple[T, float, int]:
+    """Run ``measure`` on an idle machine; while processes this benchmark did not start use
+    more than BUSY_BACKGROUND_CPU during it, run it again (up to ``noisy_retries`` times) and
+    keep the attempt with the least background load. The criterion never looks at the result.
+    Returns the kept run, its background load and how many attempts were discarded."""
+    pids = [launch.process.pid for launch in context.launches.values()]
+    attempts: list[tuple[float, int, T]] = []
+    for attempt in range(context.settings.noisy_retries + 1):
+        wait_quiet()
+        before = machine_snapshot(pids)
+        run = measure()
+        load = background_cpu(before, machine_snapshot(pids))
+        attempts.append((load, attempt, run))
+        if load <= BUSY_BACKGROUND_CPU:
+            break
+        console.print(f"  [yellow]background load {load:.2f} CPU during the run[/]")
+    load, _, run = min(attempts, key=lambda item: (item[0], item[1]))
+    return run, load, len(attempts) - 1
 
 
 def _progress(phase: str, round_index: int, rounds: int, text: str) -> None:
@@ -411,18 +448,20 @@ def _in_rounds(
     measure: Callable[[str, int], T],
     describe: Callable[[T], str],
     background: dict[str, float],
+    repeated: dict[str, int],
 ) -> list[T]:
-    """Run ``measure(target, round)`` for every target in every round, order rotated, and
-    note each run's background CPU load in ``background``."""
-    pids = [launch.process.pid for launch in context.launches.values()]
+    """Run ``measure(target, round)`` for every target in every round, order rotated; note
+    each run's background CPU load in ``background`` and discarded noisy runs in ``repeated``."""
     runs: list[T] = []
     for round_index in range(rounds):
         for name in rotated(names, round_index):
-            wait_quiet(context)
-            before = machine_snapshot(pids)
-            run = measure(name, round_index)
-            load = background_cpu(before, machine_snapshot(pids))
-            background[f"{phase} {name} r{round_index + 1}"] = load
+            run, load, discarded = measure_quietly(
+                context, functools.partial(measure, name, round_index)
+            )
+            key = f"{phase} {name} r{round_index + 1}"
+            background[key] = load
+            if discarded:
+                repeated[key] = discarded
             runs.append(run)
             noisy = f" [yellow](background {load:.2f} CPU)[/]" if load > BUSY_BACKGROUND_CPU else ""
             _progress(phase, round_index, rounds, describe(run) + noisy)
@@ -447,6 +486,7 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
         ),
         _run_line,
         results.background,
+        results.repeated,
     )
     console.rule(f"throughput: closed loop, {settings.connections} connections")
     results.throughput = _in_rounds(
@@ -457,6 +497,7 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
         lambda name, r: measure_throughput(context, name, r),
         _throughput_line,
         results.background,
+        results.repeated,
     )
     console.rule(f"streaming: open loop at {settings.stream_rate:g} req/s, time to first byte")
     results.streaming = _in_rounds(
@@ -469,6 +510,7 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
         ),
         _run_line,
         results.background,
+        results.repeated,
     )
     return results
 
@@ -477,7 +519,7 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
 
 
 def _median(values: Sequence[float]) -> float:
-    clean = [value for value in values if value == value]  # drop NaN
+    clean = [value for value in values if not math.isnan(value)]
     return statistics.median(clean) if clean else float("nan")
 
 
@@ -706,11 +748,11 @@ def caveats(summary: Summary, settings: Settings) -> list[str]:
 
 
 def _ms(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
 def _added(value: float, name: str) -> str:
-    return "--" if name == "direct" else ("n/a" if value != value else f"{value:+.3f}")
+    return "--" if name == "direct" else ("n/a" if math.isnan(value) else f"{value:+.3f}")
 
 
 def latency_rows(rows: Sequence[LatencySummary], streaming: bool) -> list[list[str]]:
@@ -800,11 +842,14 @@ class Environment:
     python: str
     versions: dict[str, str]
     layout: str
+    duration: str = ""
 
 
 def cpu_model() -> str:
     try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        output = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return platform.processor() or "unknown"
     for line in output.splitlines():
@@ -821,20 +866,27 @@ def memory_total() -> str:
     return "unknown"
 
 
+def _git(*args: str) -> str:
+    """Output of a read-only git command in this repository ('' when git cannot answer)."""
+    try:
+        completed = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10,
+            cwd=peers.BENCH_DIR.parent, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return completed.stdout.strip() if completed.returncode == 0 else ""
+
+
 def inferlane_version() -> str:
+    """Package version, commit, and whether the measured source differed from that commit."""
     try:
         version = importlib.metadata.version("inferlane")
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        cwd=peers.BENCH_DIR,
-        check=False,
-    ).stdout.strip()
-    return f"{version} ({commit})" if commit else f"{version} (no commit yet)"
+    commit = _git("rev-parse", "--short", "HEAD") or "no commit yet"
+    changed = _git("status", "--porcelain", "--", "src")
+    return f"{version} ({commit}{', with uncommitted changes in src/' if changed else ''})"
 
 
 def environment(argv: Sequence[str], layout: CpuLayout, versions: dict[str, str]) -> Environment:
@@ -869,7 +921,7 @@ def markdown_section(
         "edited by hand.",
         "",
         f"- Command: `{env.command}`",
-        f"- Date: {env.date}",
+        f"- Date: {env.date} (start; the run took {env.duration})",
         f"- Machine: {env.cpu_model}, {env.cpus} CPUs, {env.memory} RAM, Linux {env.kernel}, "
         f"Python {env.python}",
         f"- Versions: {versions}",
@@ -1027,6 +1079,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--stream-rounds", type=int, help="rounds of streaming runs")
     parser.add_argument("--stream-rate", type=float, help="open-loop requests/s when streaming")
     parser.add_argument("--stream-seconds", type=float, help="seconds per streaming run")
+    parser.add_argument(
+        "--noisy-retries", type=int, help="times to repeat a run disturbed by other processes"
+    )
     return parser.parse_args(argv)
 
 
@@ -1041,6 +1096,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "stream_rounds": args.stream_rounds,
         "stream_rate": args.stream_rate,
         "stream_s": args.stream_seconds,
+        "noisy_retries": args.noisy_retries,
     }
     chosen = {key: value for key, value in overrides.items() if value is not None}
     settings = replace(base, **chosen)
@@ -1140,7 +1196,19 @@ def exited_during_run(launches: dict[str, peers.Launch]) -> list[str]:
     ]
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_cleanly_on_signals() -> None:
+    """SIGTERM (and SIGINT, which a shell ignores in background jobs) raise KeyboardInterrupt,
+    so the ExitStack stops every started process instead of leaving them running."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stop_cleanly_on_signals()
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(arguments)
     settings = settings_from(args)
@@ -1154,6 +1222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if layout.client:
         os.sched_setaffinity(0, layout.client)
     console.print(f"CPU placement: {layout.describe()}; logs in {run_dir}")
+    # Versions and date as of the start: the processes run the code found now.
+    env = environment(arguments, layout, collect_versions(wanted))
+    started = time.monotonic()
     with contextlib.ExitStack() as stack:
         upstream, launches, skipped = start_targets(wanted, layout, run_dir, stack)
         targets = http_targets(launches)
@@ -1163,10 +1234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         pids = [launch.process.pid for launch in launches.values()]
         before = machine_snapshot(pids)
         results = measure_all(context, names)
-        background = background_note(before, machine_snapshot(pids), results.background)
+        background = background_note(
+            before, machine_snapshot(pids), results.background, results.repeated
+        )
         incidents = [*exited_during_run(launches), background]
     summary = summarize(results, names)
-    env = environment(arguments, layout, collect_versions(names))
+    env = replace(env, duration=f"{(time.monotonic() - started) / 60:.1f} min")
     raw = save_raw(run_dir, env, settings, results, summary, skipped)
     report(env, settings, summary, names, skipped, incidents, args.out)
     console.print(f"raw results: {raw}")
@@ -1174,4 +1247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt as interrupt:
+        console.print(f"interrupted ({interrupt}); every started process was stopped")
+        raise SystemExit(130) from None

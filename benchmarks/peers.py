@@ -163,6 +163,17 @@ def wait_ready(
     )
 
 
+def ready_or_stop(
+    process: ManagedProcess, port: int, headers: Mapping[str, str], timeout_s: float
+) -> None:
+    """``wait_ready``, stopping the process when it does not get ready (or on Ctrl-C)."""
+    try:
+        wait_ready(process, port, headers, timeout_s)
+    except BaseException:
+        process.stop()
+        raise
+
+
 # --- the peers' virtualenv ---------------------------------------------------------------------
 
 
@@ -251,7 +262,7 @@ def start_fast_upstream(log_dir: Path, cpus: Sequence[int]) -> Launch:
     argv = [sys.executable, str(BENCH_DIR / "fast_upstream.py"), "--port", str(port)]
     process = start_process("fast_upstream", argv, log_dir, cpus=cpus)
     launch = Launch("direct", process, port)
-    wait_ready(process, port, launch.headers, timeout_s=20)
+    ready_or_stop(process, port, launch.headers, timeout_s=20)
     return launch
 
 
@@ -340,7 +351,7 @@ def start_envoy(log_dir: Path, upstream_port: int, cpus: Sequence[int]) -> Launc
     ]
     process = start_process("envoy", argv, log_dir, cpus=cpus)
     launch = Launch("envoy", process, port)
-    wait_ready(process, port, launch.headers, timeout_s=30)
+    ready_or_stop(process, port, launch.headers, timeout_s=30)
     return launch
 
 
@@ -407,7 +418,7 @@ def start_litellm(
     env = litellm_env(closed_port)
     process = start_process("litellm", argv, log_dir, cpus=cpus, env=env, cwd=log_dir)
     launch = Launch("litellm", process, port, {"Authorization": f"Bearer {MASTER_KEY}"})
-    wait_ready(process, port, launch.headers, timeout_s=120)
+    ready_or_stop(process, port, launch.headers, timeout_s=120)
     return launch
 
 
@@ -428,7 +439,11 @@ def inferlane_serve_help() -> tuple[bool, str]:
     if executable is None:
         return False, "no `inferlane` executable beside this interpreter or on PATH"
     completed = subprocess.run(
-        [str(executable), "serve", "--help"], capture_output=True, text=True, timeout=60
+        [str(executable), "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     output = (completed.stdout + completed.stderr).strip()
     if completed.returncode != 0:
@@ -487,5 +502,5 @@ def start_inferlane(
         argv += ["--workers", "1"]
     process = start_process("inferlane", argv, log_dir, cpus=cpus)
     launch = Launch("inferlane", process, port)
-    wait_ready(process, port, launch.headers, timeout_s=60)
+    ready_or_stop(process, port, launch.headers, timeout_s=60)
     return launch
