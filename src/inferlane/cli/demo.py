@@ -132,7 +132,8 @@ async def _demo(args: argparse.Namespace, bundle: ConfigBundle) -> int:
             f"  OPENAI_BASE_URL={base_url}/v1 OPENAI_API_KEY=unused python -c \"import openai; "
             f"print(openai.OpenAI().chat.completions.create(model='llama-3-8b', "
             f"messages=[{{'role': 'user', 'content': 'hi'}}]).choices[0].message.content)\"\n"
-            f"  curl {base_url}/v1/models    ·    curl {base_url}/metrics"
+            f"  curl {base_url}/v1/models    ·    curl {base_url}/metrics",
+            soft_wrap=True,  # keep the command copy-pasteable
         )
         await wait_for_shutdown_signal()
         return 0
