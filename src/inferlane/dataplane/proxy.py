@@ -29,7 +29,7 @@ from inferlane.dataplane.h1client import UpstreamError, UpstreamResponse
 from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
 from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import map_upstream_errors
-from inferlane.errors import BadRequest, PayloadTooLarge, RequestError
+from inferlane.errors import BadRequest, NotFound, PayloadTooLarge, RequestError
 from inferlane.routing.match import RequestFacts
 from inferlane.routing.router import MODEL_HEADER, RoutingDecision
 from inferlane.routing.rules import HeaderModifier
@@ -127,10 +127,12 @@ class InferenceProxy:
         snapshot = state.snapshot  # this request finishes on this generation, even across reloads
         request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
         listener = snapshot.listener(self._listener_name)
-        model = ""
         try:
             if listener is None:
-                raise BadRequest(f"Listener {self._listener_name} was removed by a config reload.")
+                raise NotFound(
+                    f"Listener {self._listener_name} has no routes since a config reload removed "
+                    "it; it stops listening at the next restart."
+                )
             body = await read_body(request, snapshot.max_body_bytes)
             document, model = parse_request(body)
             headers = {name.lower(): value for name, value in request.headers.items()}
