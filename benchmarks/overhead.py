@@ -16,6 +16,10 @@ rounds and every "added" number is paired with the direct run of the same round)
 
 It prints tables, writes raw results and process logs under ``benchmarks/results/``, and with
 ``--out`` replaces the "Gateway overhead (issue 2)" section of that Markdown file.
+
+This module holds the settings, the runs and how they are measured, starting the targets and the
+command line; ``overhead_report.py`` turns the runs into summaries, verdicts and the report, and
+``machine.py`` (shared with the other benchmarks) meters CPUs and writes Markdown.
 """
 
 from __future__ import annotations
@@ -26,51 +30,32 @@ import contextlib
 import datetime as dt
 import functools
 import importlib.metadata
-import json
-import math
 import os
-import platform
-import resource
-import shlex
-import shutil
 import signal
-import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # benchmarks/ is a folder of scripts, not a package.
 import loadgen
+import machine
+import overhead_report
 import peers
 
 RESULTS_DIR = peers.BENCH_DIR / "results"
-SECTION_HEADING = "## Gateway overhead (issue 2)"
 TARGET_ORDER = ("direct", "inferlane", "litellm", "envoy")
 PEER_TARGETS = ("litellm", "envoy")
 CHAT = {"model": peers.MODEL, "messages": [{"role": "user", "content": "Say hello."}]}
 BODY = orjson.dumps({**CHAT, "max_tokens": 16})
 STREAM_BODY = orjson.dumps({**CHAT, "max_tokens": 16, "stream": True})
-# The issue's floors for inferlane.
-ADDED_P50_MAX_MS = 1.0
-ADDED_P99_MAX_MS = 5.0
-LITELLM_RATIO_MIN = 3.0
-ADDED_TTFB_P50_MAX_MS = 1.0
-# A run during which processes not started here used more CPU than this is repeated.
-BUSY_BACKGROUND_CPU = 0.2
-# Before a run, wait until the whole machine uses less than this.
-QUIET_CPU = 0.1
-# Wide enough for the tables when the output is a file or a pipe.
-console = Console(width=None if sys.stdout.isatty() else 140)
+console = machine.console
 T = TypeVar("T")
 
 
@@ -92,26 +77,6 @@ class Settings:
 QUICK = Settings(
     rounds=2, latency_s=2.0, throughput_s=2.0, stream_rounds=1, stream_s=2.0, warmup_s=0.5
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CpuLayout:
-    """Which CPUs the load side (client + upstream) and the proxy under test may use."""
-
-    client: tuple[int, ...]
-    proxy: tuple[int, ...]
-
-    def describe(self) -> str:
-        if not self.client:
-            return "no pinning (all processes free to use all CPUs)"
-        return (
-            f"load generator, wrk and upstream pinned to CPU {_cpus(self.client)}; "
-            f"the proxy under test (and the idle ones) to CPU {_cpus(self.proxy)} with taskset"
-        )
-
-
-def _cpus(cpus: Sequence[int]) -> str:
-    return ",".join(map(str, cpus))
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -169,98 +134,8 @@ class RunContext:
     targets: dict[str, loadgen.HttpTarget]
     launches: dict[str, peers.Launch]
     upstream: peers.Launch
-    layout: CpuLayout
+    layout: machine.CpuLayout
     settings: Settings
-
-
-# --- CPU accounting ------------------------------------------------------------------------------
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (all its threads) from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def cpu_meter(pids: Sequence[int | None]) -> Iterator[list[float | None]]:
-    """Yield a list that, on exit, holds each pid's CPU use as a fraction of one core, then
-    this process's and its waited-for children's (wrk) use last."""
-    own_start = _own_cpu_seconds()
-    starts = [process_cpu_seconds(pid) if pid else None for pid in pids]
-    wall_start = time.perf_counter()
-    shares: list[float | None] = []
-    yield shares
-    wall = max(time.perf_counter() - wall_start, 1e-9)
-    for pid, start in zip(pids, starts, strict=True):
-        shares.append(
-            None if pid is None or start is None else (process_cpu_seconds(pid) - start) / wall
-        )
-    shares.append((_own_cpu_seconds() - own_start) / wall)
-
-
-def _own_cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-@dataclass(frozen=True, slots=True)
-class MachineSnapshot:
-    """Machine-wide busy and stolen CPU seconds, and the CPU seconds of this benchmark's
-    processes, at one instant: two of them tell how much else was running."""
-
-    at: float
-    busy_s: float
-    steal_s: float
-    ours_s: float
-
-
-def machine_snapshot(pids: Sequence[int]) -> MachineSnapshot:
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    # irq/softirq time is left out: loopback traffic of our own sockets is accounted there.
-    user, nice, system, _idle, _iowait, _irq, _softirq, steal = (fields + [0] * 8)[:8]
-    tick = os.sysconf("SC_CLK_TCK")
-    ours = _own_cpu_seconds() + sum(
-        seconds for seconds in map(process_cpu_seconds, pids) if not math.isnan(seconds)
-    )
-    return MachineSnapshot(
-        time.monotonic(), (user + nice + system) / tick, steal / tick, ours
-    )
-
-
-def background_cpu(start: MachineSnapshot, end: MachineSnapshot) -> float:
-    """CPUs used between two snapshots by processes this benchmark did not start."""
-    wall = max(end.at - start.at, 1e-9)
-    return max(0.0, (end.busy_s - start.busy_s) - (end.ours_s - start.ours_s)) / wall
-
-
-def background_note(
-    start: MachineSnapshot,
-    end: MachineSnapshot,
-    per_run: dict[str, float],
-    repeated: dict[str, int],
-) -> str:
-    steal = (end.steal_s - start.steal_s) / max(end.at - start.at, 1e-9)
-    busy = sorted((cpu, run) for run, cpu in per_run.items() if cpu > BUSY_BACKGROUND_CPU)
-    worst = ", ".join(f"{run} ({cpu:.2f})" for cpu, run in reversed(busy[-5:]))
-    text = (
-        f"Background: processes not started by this benchmark used "
-        f"{background_cpu(start, end):.2f} CPU on average during the measurements and the "
-        f"hypervisor stole {steal:.2f} CPU (1.0 = one core). {len(busy)} of {len(per_run)} kept "
-        f"runs had more than {BUSY_BACKGROUND_CPU:g} CPU of background load"
-        + (f", the worst: {worst}." if busy else ".")
-    )
-    if repeated:
-        text += (
-            f" {len(repeated)} runs were repeated ({sum(repeated.values())} attempts discarded) "
-            "because of such load; of a run's attempts, the one with the least background load "
-            "was kept."
-        )
-    return text
 
 
 # --- measurements --------------------------------------------------------------------------------
@@ -320,7 +195,7 @@ def measure_open_loop(
 ) -> LatencyRun:
     target = context.targets[name]
     timeout_s = context.settings.timeout_s
-    with cpu_meter([_proxy_pid(context, name)]) as shares:
+    with machine.cpu_meter([_proxy_pid(context, name)]) as shares:
         result = run_async(
             lambda: loadgen.open_loop(target, body, rate, seconds, timeout_s=timeout_s)
         )
@@ -331,7 +206,7 @@ def measure_throughput(context: RunContext, name: str, round_index: int) -> Thro
     settings = context.settings
     target = context.targets[name]
     pids = [_proxy_pid(context, name), context.upstream.process.pid]
-    with cpu_meter(pids) as shares:
+    with machine.cpu_meter(pids) as shares:
         if loadgen.wrk_path():
             result = loadgen.run_wrk(
                 target,
@@ -382,49 +257,14 @@ def warm_up(context: RunContext, names: Sequence[str]) -> None:
     settings = context.settings
     warm = replace(settings, throughput_s=settings.warmup_s)
     for name in names:
-        wait_quiet()
+        machine.wait_quiet()
         run = measure_open_loop(context, name, -1, BODY, settings.rate, settings.warmup_s)
-        wait_quiet()
+        machine.wait_quiet()
         closed = measure_throughput(replace(context, settings=warm), name, -1)
         console.print(
             f"  warm-up {name}: open loop {run.ok}/{run.sent} ok, p50 {run.p50:.3f} ms; "
             f"closed loop {closed.rps:,.0f} req/s, errors {closed.errors}"
         )
-
-
-def wait_quiet(limit_s: float = 5.0, window_s: float = 0.2) -> None:
-    """Wait until the machine is idle, at most ``limit_s``: a proxy may still drain a backlog
-    or flush logs after its run (the proxies share a CPU), and other work may be running."""
-    deadline = time.monotonic() + limit_s
-    busy = 0.0
-    while time.monotonic() < deadline:
-        start = machine_snapshot(())
-        time.sleep(window_s)
-        end = machine_snapshot(())
-        busy = (end.busy_s - start.busy_s) / max(end.at - start.at, 1e-9)
-        if busy < QUIET_CPU:
-            return
-    console.print(f"  [yellow]the machine is still using {busy:.2f} CPU after {limit_s:g} s[/]")
-
-
-def measure_quietly(context: RunContext, measure: Callable[[], T]) -> tuple[T, float, int]:
-    """Run ``measure`` on an idle machine; while processes this benchmark did not start use
-    more than BUSY_BACKGROUND_CPU during it, run it again (up to ``noisy_retries`` times) and
-    keep the attempt with the least background load. The criterion never looks at the result.
-    Returns the kept run, its background load and how many attempts were discarded."""
-    pids = [launch.process.pid for launch in context.launches.values()]
-    attempts: list[tuple[float, int, T]] = []
-    for attempt in range(context.settings.noisy_retries + 1):
-        wait_quiet()
-        before = machine_snapshot(pids)
-        run = measure()
-        load = background_cpu(before, machine_snapshot(pids))
-        attempts.append((load, attempt, run))
-        if load <= BUSY_BACKGROUND_CPU:
-            break
-        console.print(f"  [yellow]background load {load:.2f} CPU during the run[/]")
-    load, _, run = min(attempts, key=lambda item: (item[0], item[1]))
-    return run, load, len(attempts) - 1
 
 
 def _progress(phase: str, round_index: int, rounds: int, text: str) -> None:
@@ -455,15 +295,21 @@ def _in_rounds(
     runs: list[T] = []
     for round_index in range(rounds):
         for name in rotated(names, round_index):
-            run, load, discarded = measure_quietly(
-                context, functools.partial(measure, name, round_index)
+            run, load, discarded = machine.measure_quietly(
+                [launch.process.pid for launch in context.launches.values()],
+                context.settings.noisy_retries,
+                functools.partial(measure, name, round_index),
             )
             key = f"{phase} {name} r{round_index + 1}"
             background[key] = load
             if discarded:
                 repeated[key] = discarded
             runs.append(run)
-            noisy = f" [yellow](background {load:.2f} CPU)[/]" if load > BUSY_BACKGROUND_CPU else ""
+            noisy = (
+                f" [yellow](background {load:.2f} CPU)[/]"
+                if load > machine.BUSY_BACKGROUND_CPU
+                else ""
+            )
             _progress(phase, round_index, rounds, describe(run) + noisy)
     return runs
 
@@ -515,489 +361,11 @@ def measure_all(context: RunContext, names: Sequence[str]) -> Results:
     return results
 
 
-# --- summaries -----------------------------------------------------------------------------------
-
-
-def _median(values: Sequence[float]) -> float:
-    clean = [value for value in values if not math.isnan(value)]
-    return statistics.median(clean) if clean else float("nan")
-
-
-def _paired(runs: Sequence[LatencyRun], name: str, metric: Callable[[LatencyRun], float]) -> float:
-    """Median over rounds of ``metric(target) - metric(direct)`` within the same round."""
-    direct = {run.round: metric(run) for run in runs if run.target == "direct"}
-    return _median(
-        [
-            metric(run) - direct[run.round]
-            for run in runs
-            if run.target == name and run.round in direct
-        ]
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class LatencySummary:
-    target: str
-    p50: float
-    p90: float
-    p99: float
-    added_p50: float
-    added_p90: float
-    added_p99: float
-    ttfb_p50: float
-    added_ttfb_p50: float
-    achieved_rps: float
-    sent: int
-    errors: int
-    send_lag_p99: float
-    proxy_cpu: float | None
-
-
-def summarize_latency(runs: Sequence[LatencyRun], name: str) -> LatencySummary:
-    mine = [run for run in runs if run.target == name]
-    cpu = [run.proxy_cpu for run in mine if run.proxy_cpu is not None]
-    return LatencySummary(
-        target=name,
-        p50=_median([run.p50 for run in mine]),
-        p90=_median([run.p90 for run in mine]),
-        p99=_median([run.p99 for run in mine]),
-        added_p50=_paired(runs, name, lambda run: run.p50),
-        added_p90=_paired(runs, name, lambda run: run.p90),
-        added_p99=_paired(runs, name, lambda run: run.p99),
-        ttfb_p50=_median([run.ttfb_p50 for run in mine]),
-        added_ttfb_p50=_paired(runs, name, lambda run: run.ttfb_p50),
-        achieved_rps=_median([run.achieved_rps for run in mine]),
-        sent=sum(run.sent for run in mine),
-        errors=sum(sum(run.errors.values()) for run in mine),
-        send_lag_p99=max((run.send_lag_p99 for run in mine), default=float("nan")),
-        proxy_cpu=_median(cpu) if cpu else None,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ThroughputSummary:
-    target: str
-    rps: float
-    rps_min: float
-    rps_max: float
-    errors: int
-    tool: str
-    proxy_cpu: float | None
-    upstream_cpu: float
-    client_cpu: float
-
-
-def summarize_throughput(runs: Sequence[ThroughputRun], name: str) -> ThroughputSummary:
-    mine = [run for run in runs if run.target == name]
-    cpu = [run.proxy_cpu for run in mine if run.proxy_cpu is not None]
-    return ThroughputSummary(
-        target=name,
-        rps=_median([run.rps for run in mine]),
-        rps_min=min(run.rps for run in mine),
-        rps_max=max(run.rps for run in mine),
-        errors=sum(run.errors for run in mine),
-        tool=mine[0].tool if mine else "",
-        proxy_cpu=_median(cpu) if cpu else None,
-        upstream_cpu=_median([run.upstream_cpu for run in mine]),
-        client_cpu=_median([run.client_cpu for run in mine]),
-    )
-
-
-def throughput_ratio(runs: Sequence[ThroughputRun], numerator: str, denominator: str) -> float:
-    """Median over rounds of the per-round ratio of requests/s."""
-    by_round = {(run.target, run.round): run.rps for run in runs}
-    ratios = [
-        by_round[(numerator, r)] / by_round[(denominator, r)]
-        for (target, r) in by_round
-        if target == numerator and by_round.get((denominator, r))
-    ]
-    return _median(ratios)
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    latency: list[LatencySummary]
-    throughput: list[ThroughputSummary]
-    streaming: list[LatencySummary]
-    ratios: dict[str, float]
-
-
-def summarize(results: Results, names: Sequence[str]) -> Summary:
-    ratios: dict[str, float] = {}
-    for numerator, denominator in (
-        ("inferlane", "litellm"),
-        ("inferlane", "envoy"),
-        ("envoy", "litellm"),
-    ):
-        if numerator in names and denominator in names:
-            ratios[f"{numerator}/{denominator}"] = throughput_ratio(
-                results.throughput, numerator, denominator
-            )
-    return Summary(
-        latency=[summarize_latency(results.latency, name) for name in names],
-        throughput=[summarize_throughput(results.throughput, name) for name in names],
-        streaming=[summarize_latency(results.streaming, name) for name in names],
-        ratios=ratios,
-    )
-
-
-# --- verdicts on the issue's targets ------------------------------------------------------------
-
-
-def verdicts(summary: Summary, names: Sequence[str], skipped: dict[str, str]) -> list[str]:
-    """Plain statements of each floor for inferlane: met, missed (with numbers) or not measured,
-    each with Envoy's figure beside it, the plain-proxy bar on the same machine."""
-    if "inferlane" not in names:
-        reason = skipped.get("inferlane", "not selected")
-        return [f"inferlane was not measured: {reason}. No floor of issue 2 could be checked."]
-    latency = _by_target(summary.latency)
-    streaming = _by_target(summary.streaming)
-    envoy_latency = latency.get("envoy")
-    envoy_streaming = streaming.get("envoy")
-    lines = [
-        _floor(
-            "added latency p50",
-            latency["inferlane"].added_p50,
-            ADDED_P50_MAX_MS,
-            "ms",
-            None if envoy_latency is None else envoy_latency.added_p50,
-        ),
-        _floor(
-            "added latency p99",
-            latency["inferlane"].added_p99,
-            ADDED_P99_MAX_MS,
-            "ms",
-            None if envoy_latency is None else envoy_latency.added_p99,
-        ),
-        _floor(
-            "added TTFB p50 (streaming)",
-            streaming["inferlane"].added_ttfb_p50,
-            ADDED_TTFB_P50_MAX_MS,
-            "ms",
-            None if envoy_streaming is None else envoy_streaming.added_ttfb_p50,
-        ),
-    ]
-    if "inferlane/litellm" in summary.ratios:
-        ratio = summary.ratios["inferlane/litellm"]
-        verdict = "met" if ratio >= LITELLM_RATIO_MIN else "MISSED"
-        lines.append(
-            f"Throughput vs LiteLLM: {ratio:.2f}x (target >= {LITELLM_RATIO_MIN:g}x) -- {verdict}"
-            + (
-                f"; vs Envoy {summary.ratios['inferlane/envoy']:.2f}x."
-                if "inferlane/envoy" in summary.ratios
-                else "."
-            )
-        )
-    failed = latency["inferlane"].errors + streaming["inferlane"].errors
-    if failed:
-        lines.append(f"inferlane failed {failed} requests in the latency and streaming runs.")
-    return lines
-
-
-def _floor(what: str, value: float, limit: float, unit: str, envoy: float | None) -> str:
-    verdict = "met" if value <= limit else "MISSED"
-    bar = "" if envoy is None else f"; Envoy adds {envoy:+.3f} {unit} here"
-    target = f"target <= {limit:g} {unit}"
-    return f"{what[0].upper()}{what[1:]}: {value:+.3f} {unit} ({target}) -- {verdict}{bar}."
-
-
-def _by_target(rows: Sequence[Any]) -> dict[str, Any]:
-    return {row.target: row for row in rows}
-
-
-def caveats(summary: Summary, settings: Settings) -> list[str]:
-    """Facts a reader needs to trust or distrust the numbers, derived from the measurements."""
-    notes: list[str] = []
-    for phase, rows, rate in (
-        ("non-streaming", summary.latency, settings.rate),
-        ("streaming", summary.streaming, settings.stream_rate),
-    ):
-        for row in rows:
-            if row.target != "direct" and row.achieved_rps < 0.95 * rate:
-                notes.append(
-                    f"{row.target} could not keep up with {rate:g} {phase} requests/s (it "
-                    f"completed {row.achieved_rps:.0f}/s): its {phase} row measures queueing, "
-                    "not proxy overhead."
-                )
-    lateness = ", ".join(f"{row.target} {row.send_lag_p99:.2f} ms" for row in summary.latency)
-    notes.append(
-        "Load generator: worst per-run p99 lateness of a send against its schedule, by target: "
-        f"{lateness} (asyncio timers have ~1 ms resolution, and a saturated target makes the "
-        "generator open hundreds of connections); latency is timed from the actual write, so "
-        "lateness shifts arrivals but is not counted as latency."
-    )
-    for throughput in summary.throughput:
-        if throughput.target == "direct":
-            notes.append(
-                f"Throughput without a proxy: {throughput.rps:,.0f} req/s, with "
-                f"{throughput.tool} at {throughput.client_cpu:.0%} and the upstream at "
-                f"{throughput.upstream_cpu:.0%} of a CPU: the most the load side delivers; "
-                "a proxy row far below it measures the proxy."
-            )
-    busy = [row for row in summary.throughput if row.proxy_cpu is not None]
-    if busy:
-        notes.append(
-            "Proxy CPU during the throughput runs (1.0 = one core): "
-            + ", ".join(f"{row.target} {row.proxy_cpu:.2f}" for row in busy)
-            + "; a proxy near 1.0 was the bottleneck, not the load side."
-        )
-    return notes
-
-
-# --- output --------------------------------------------------------------------------------------
-
-
-def _ms(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.3f}"
-
-
-def _added(value: float, name: str) -> str:
-    return "--" if name == "direct" else ("n/a" if math.isnan(value) else f"{value:+.3f}")
-
-
-def latency_rows(rows: Sequence[LatencySummary], streaming: bool) -> list[list[str]]:
-    out = []
-    for row in rows:
-        if streaming:
-            out.append(
-                [
-                    row.target,
-                    _ms(row.ttfb_p50),
-                    _added(row.added_ttfb_p50, row.target),
-                    _ms(row.p50),
-                    f"{row.errors}/{row.sent}",
-                ]
-            )
-        else:
-            out.append(
-                [
-                    row.target,
-                    _ms(row.p50),
-                    _ms(row.p90),
-                    _ms(row.p99),
-                    _added(row.added_p50, row.target),
-                    _added(row.added_p90, row.target),
-                    _added(row.added_p99, row.target),
-                    f"{row.achieved_rps:.0f}",
-                    f"{row.errors}/{row.sent}",
-                ]
-            )
-    return out
-
-
-LATENCY_HEAD = [
-    "target",
-    "p50 ms",
-    "p90 ms",
-    "p99 ms",
-    "added p50",
-    "added p90",
-    "added p99",
-    "completed/s",
-    "errors/sent",
-]
-STREAM_HEAD = ["target", "TTFB p50 ms", "added TTFB p50", "full stream p50 ms", "errors/sent"]
-THROUGHPUT_HEAD = ["target", "req/s (median)", "min-max of rounds", "proxy CPU", "errors"]
-
-
-def throughput_rows(rows: Sequence[ThroughputSummary]) -> list[list[str]]:
-    return [
-        [
-            row.target,
-            f"{row.rps:,.0f}",
-            f"{row.rps_min:,.0f}-{row.rps_max:,.0f}",
-            "--" if row.proxy_cpu is None else f"{row.proxy_cpu:.2f}",
-            str(row.errors),
-        ]
-        for row in rows
-    ]
-
-
-def print_table(title: str, head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    table = Table(title=title)
-    for index, column in enumerate(head):
-        table.add_column(column, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-
-
-def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(":---" if index == 0 else "---:" for index in range(len(head))) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True, slots=True)
-class Environment:
-    command: str
-    date: str
-    cpu_model: str
-    cpus: int
-    memory: str
-    kernel: str
-    python: str
-    versions: dict[str, str]
-    layout: str
-    duration: str = ""
-
-
-def cpu_model() -> str:
-    try:
-        output = subprocess.run(
-            ["lscpu"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return platform.processor() or "unknown"
-    for line in output.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
-def memory_total() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
-    return "unknown"
-
-
-def _git(*args: str) -> str:
-    """Output of a read-only git command in this repository ('' when git cannot answer)."""
-    try:
-        completed = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=10,
-            cwd=peers.BENCH_DIR.parent, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return completed.stdout.strip() if completed.returncode == 0 else ""
-
-
-def inferlane_version() -> str:
-    """Package version, commit, and whether the measured source differed from that commit."""
-    try:
-        version = importlib.metadata.version("inferlane")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-    commit = _git("rev-parse", "--short", "HEAD") or "no commit yet"
-    changed = _git("status", "--porcelain", "--", "src")
-    return f"{version} ({commit}{', with uncommitted changes in src/' if changed else ''})"
-
-
-def environment(argv: Sequence[str], layout: CpuLayout, versions: dict[str, str]) -> Environment:
-    return Environment(
-        command=shlex.join(["python", "benchmarks/overhead.py", *argv]),
-        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        cpu_model=cpu_model(),
-        cpus=os.cpu_count() or 0,
-        memory=memory_total(),
-        kernel=platform.release(),
-        python=platform.python_version(),
-        versions=versions,
-        layout=layout.describe(),
-    )
-
-
-def markdown_section(
-    env: Environment,
-    settings: Settings,
-    summary: Summary,
-    names: Sequence[str],
-    skipped: dict[str, str],
-    notes: Sequence[str],
-    verdict_lines: Sequence[str],
-) -> str:
-    versions = ", ".join(f"{name} {version}" for name, version in env.versions.items())
-    ratios = "; ".join(f"{key} = {value:.2f}x" for key, value in summary.ratios.items()) or "n/a"
-    parts = [
-        SECTION_HEADING,
-        "",
-        "Generated by `benchmarks/overhead.py` (see `benchmarks/README.md`); numbers are not "
-        "edited by hand.",
-        "",
-        f"- Command: `{env.command}`",
-        f"- Date: {env.date} (start; the run took {env.duration})",
-        f"- Machine: {env.cpu_model}, {env.cpus} CPUs, {env.memory} RAM, Linux {env.kernel}, "
-        f"Python {env.python}",
-        f"- Versions: {versions}",
-        f"- CPU placement: {env.layout}",
-        f"- Targets: {', '.join(names)}"
-        + "".join(f"; {name} skipped ({reason})" for name, reason in skipped.items()),
-        f"- Rounds: {settings.rounds} (latency, throughput), {settings.stream_rounds} "
-        "(streaming), targets' order rotated each round; every number is the median over "
-        "rounds, and every *added* number is the median over rounds of (target - direct) "
-        "within the same round.",
-        "",
-        f"### Latency, non-streaming, open loop at {settings.rate:g} requests/s "
-        f"({settings.latency_s:g} s per run)",
-        "",
-        markdown_table(LATENCY_HEAD, latency_rows(summary.latency, streaming=False)),
-        "",
-        f"### Throughput, one worker, closed loop with {settings.connections} connections "
-        f"({settings.throughput_s:g} s per run, {summary.throughput[0].tool})",
-        "",
-        markdown_table(THROUGHPUT_HEAD, throughput_rows(summary.throughput)),
-        "",
-        f"Ratios (median of per-round ratios): {ratios}.",
-        "",
-        f"### Streaming, time to first body byte, open loop at {settings.stream_rate:g} "
-        f"requests/s ({settings.stream_s:g} s per run; 8 SSE chunks 2 ms apart)",
-        "",
-        markdown_table(STREAM_HEAD, latency_rows(summary.streaming, streaming=True)),
-        "",
-        "### Against the issue's targets",
-        "",
-        *[f"- {line}" for line in verdict_lines],
-        "",
-        "### Notes",
-        "",
-        *[f"- {line}" for line in notes],
-        "",
-    ]
-    return "\n".join(parts)
-
-
-def machine_notes(env: Environment) -> str:
-    return (
-        f"All numbers on this page come from one small shared virtual machine ({env.cpu_model}, "
-        f"{env.cpus} CPUs, {env.memory} RAM): load generator, proxy and upstream share the same "
-        "cores, and raw requests/s move by tens of percent between passes. Compare rows measured "
-        "in the same run, which is why every benchmark runs its targets side by side in "
-        "alternating rounds; do not compare numbers across runs or machines."
-    )
-
-
-def write_markdown(path: Path, section: str, env: Environment) -> None:
-    """Replace (or append) our section of ``path``; create the file with its header if needed."""
-    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{machine_notes(env)}\n"
-    start = text.find(SECTION_HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION_HEADING))
-        tail = text[end + 1 :] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 # --- setup ---------------------------------------------------------------------------------------
 
 
-def cpu_layout(pin: bool) -> CpuLayout:
-    available = sorted(os.sched_getaffinity(0))
-    if not pin or len(available) < 2 or shutil.which("taskset") is None:
-        return CpuLayout((), ())
-    return CpuLayout((available[0],), tuple(available[1:]))
-
-
 def start_targets(
-    wanted: Sequence[str], layout: CpuLayout, run_dir: Path, stack: contextlib.ExitStack
+    wanted: Sequence[str], layout: machine.CpuLayout, run_dir: Path, stack: contextlib.ExitStack
 ) -> tuple[peers.Launch, dict[str, peers.Launch], dict[str, str]]:
     """Start the upstream and the wanted proxies; return them and why any were skipped."""
     skipped: dict[str, str] = {}
@@ -1043,7 +411,7 @@ def http_targets(launches: dict[str, peers.Launch]) -> dict[str, loadgen.HttpTar
 
 
 def collect_versions(names: Sequence[str]) -> dict[str, str]:
-    versions = {"inferlane": inferlane_version()}
+    versions = {"inferlane": machine.inferlane_version()}
     installed = peers.installed_peer_versions()
     if "litellm" in names:
         versions["litellm"] = installed.get("litellm", "unknown")
@@ -1113,63 +481,6 @@ def wanted_targets(spec: str) -> list[str]:
     return [name for name in TARGET_ORDER if name in names or name == "direct"]
 
 
-def save_raw(
-    run_dir: Path,
-    env: Environment,
-    settings: Settings,
-    results: Results,
-    summary: Summary,
-    skipped: dict[str, str],
-) -> Path:
-    path = run_dir / "results.json"
-    payload = {
-        "environment": asdict(env),
-        "settings": asdict(settings),
-        "skipped": skipped,
-        "summary": asdict(summary),
-        "runs": asdict(results),
-    }
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    return path
-
-
-def report(
-    env: Environment,
-    settings: Settings,
-    summary: Summary,
-    names: Sequence[str],
-    skipped: dict[str, str],
-    incidents: Sequence[str],
-    out: Path | None,
-) -> None:
-    print_table(
-        f"Latency at {settings.rate:g} req/s, open loop (ms; medians of rounds)",
-        LATENCY_HEAD,
-        latency_rows(summary.latency, streaming=False),
-    )
-    print_table(
-        f"Throughput, closed loop, {settings.connections} connections",
-        THROUGHPUT_HEAD,
-        throughput_rows(summary.throughput),
-    )
-    console.print(
-        "Ratios: " + ("; ".join(f"{k} = {v:.2f}x" for k, v in summary.ratios.items()) or "n/a")
-    )
-    print_table(
-        f"Streaming TTFB at {settings.stream_rate:g} req/s (ms)",
-        STREAM_HEAD,
-        latency_rows(summary.streaming, streaming=True),
-    )
-    verdict_lines = verdicts(summary, names, skipped)
-    notes = [*incidents, *caveats(summary, settings)]
-    for line in [*verdict_lines, *notes]:
-        console.print(f"- {line}")
-    if out is not None:
-        section = markdown_section(env, settings, summary, names, skipped, notes, verdict_lines)
-        write_markdown(out, section, env)
-        console.print(f"wrote the '{SECTION_HEADING[3:]}' section of {out}")
-
-
 def answering_targets(
     targets: dict[str, loadgen.HttpTarget], skipped: dict[str, str], timeout_s: float
 ) -> list[str]:
@@ -1218,12 +529,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(name in PEER_TARGETS for name in wanted):
         console.print(f"checking the peers' virtualenv {peers.PEERS_VENV} ...")
         peers.ensure_peers_venv(run_dir)
-    layout = cpu_layout(not args.no_pin)
+    layout = machine.cpu_layout(not args.no_pin)
     if layout.client:
         os.sched_setaffinity(0, layout.client)
     console.print(f"CPU placement: {layout.describe()}; logs in {run_dir}")
     # Versions and date as of the start: the processes run the code found now.
-    env = environment(arguments, layout, collect_versions(wanted))
+    env = machine.environment("benchmarks/overhead.py", arguments, layout, collect_versions(wanted))
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         upstream, launches, skipped = start_targets(wanted, layout, run_dir, stack)
@@ -1232,16 +543,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         context = RunContext(targets, launches, upstream, layout, settings)
         warm_up(context, names)
         pids = [launch.process.pid for launch in launches.values()]
-        before = machine_snapshot(pids)
+        before = machine.machine_snapshot(pids)
         results = measure_all(context, names)
-        background = background_note(
-            before, machine_snapshot(pids), results.background, results.repeated
+        background = machine.background_note(
+            before, machine.machine_snapshot(pids), results.background, results.repeated
         )
         incidents = [*exited_during_run(launches), background]
-    summary = summarize(results, names)
+    summary = overhead_report.summarize(results, names)
     env = replace(env, duration=f"{(time.monotonic() - started) / 60:.1f} min")
-    raw = save_raw(run_dir, env, settings, results, summary, skipped)
-    report(env, settings, summary, names, skipped, incidents, args.out)
+    raw = overhead_report.save_raw(run_dir, env, settings, results, summary, skipped)
+    overhead_report.report(env, settings, summary, names, skipped, incidents, args.out)
     console.print(f"raw results: {raw}")
     return 0
 
