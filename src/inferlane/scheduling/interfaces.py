@@ -34,6 +34,10 @@ class PickRequest:
     request_id: str
     model: str  # the model name sent upstream (after any rewrite)
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    prompt: str = ""  # the prompt text (chat messages flattened) for prefix-cache affinity
+    prompt_tokens: int = 0  # estimate (~4 characters per token)
+    max_tokens: int | None = None  # requested output cap, if any
+    now: float = 0.0  # monotonic seconds, supplied by the caller (pickers read no clock)
 
 
 class Picker(Protocol):
