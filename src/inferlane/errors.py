@@ -4,6 +4,7 @@ The tree::
 
     InferlaneError                      base; never raised itself
     ├── ConfigError                     a config file is invalid (carries every ConfigIssue)
+    ├── MetricsParseError               a model server's /metrics page is unreadable (→ stale)
     └── RequestError                    answered to an API client as OpenAI error JSON
         ├── BadRequest                  400 invalid_request_error  (bad JSON, bad/missing model)
         ├── NotFound                    404 invalid_request_error  (unknown path)
@@ -58,6 +59,13 @@ class ConfigError(InferlaneError):
     def __init__(self, issues: list[ConfigIssue] | tuple[ConfigIssue, ...]) -> None:
         self.issues = tuple(issues)
         super().__init__("\n".join(str(i) for i in self.issues) or "invalid config")
+
+
+class MetricsParseError(InferlaneError, ValueError):
+    """A metrics page could not be read: malformed, or missing a required metric.
+
+    Never reaches a client: the scraper records it and the endpoint goes stale.
+    """
 
 
 class RequestError(InferlaneError):

@@ -25,15 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeGuard
 
-from inferlane.errors import InferlaneError
+from inferlane.errors import MetricsParseError
 from inferlane.scheduling.types import ServerMetrics
 
 EngineName = Literal["vllm", "sglang", "trtllm"]
 ENGINES: frozenset[str] = frozenset(("vllm", "sglang", "trtllm"))
-
-
-class MetricsParseError(InferlaneError, ValueError):
-    """A metrics page could not be read: malformed, or missing a required metric."""
 
 
 def is_engine(name: str) -> TypeGuard[EngineName]:
