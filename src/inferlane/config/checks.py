@@ -3,8 +3,10 @@
 Runs after every document validated on its own (phase one still: nothing is built here).
 Errors: duplicate resources, no Gateway, references to missing or unsupported objects,
 routes that attach to no listener, rules with nowhere to send traffic, two ModelServers on one
-address. Warnings: accepted-but-not-implemented features, pools with no servers, servers and
-pools nobody uses, shadowed model rewrites, unknown ``inferlane.dev/`` annotations.
+address, EndpointPickerConfigs naming unknown plugin types or bad parameters (checked against
+``scheduling.registry``) and pools naming a missing EndpointPickerConfig. Warnings:
+accepted-but-not-implemented features, pools with no servers, servers, pools and picker configs
+nobody uses, shadowed model rewrites, unknown ``inferlane.dev/`` annotations.
 
 All problems are collected, not just the first. A resource that failed its own validation is
 remembered as "broken" so references to it do not produce a second, misleading error.
@@ -22,7 +24,10 @@ from inferlane.config.resources import (
     ANNOTATION_PREFIX,
     GATEWAY_GROUP,
     INFERENCE_GROUP,
+    LOAD_BALANCING_ANNOTATION,
     NOT_IMPLEMENTED_FILTERS,
+    PICKER_CONFIG_ANNOTATION,
+    EndpointPickerConfig,
     Gateway,
     HTTPRoute,
     HTTPRouteFilter,
@@ -33,6 +38,13 @@ from inferlane.config.resources import (
 )
 from inferlane.config.yaml_source import LineMap
 from inferlane.errors import ConfigIssue
+from inferlane.scheduling.registry import (
+    assemble_profile,
+    build_plugin,
+    plugin_roles,
+    plugin_types,
+    profile_from_config,
+)
 
 ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -109,6 +121,8 @@ def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
             _check_pool(item, res, index, findings)
         elif isinstance(res, ModelServer):
             _check_server(item, res, index, findings)
+        elif isinstance(res, EndpointPickerConfig):
+            _check_picker_config(item, res, index, findings)
     _check_rewrites([i for i in items if isinstance(i.resource, InferenceModelRewrite)], index,
                     findings)
 
@@ -243,6 +257,7 @@ def _check_pool(item: Loaded, pool: InferencePool, index: _Index, findings: Find
         findings.warn(item, ("spec", "appProtocol"), f"{pool.spec.app_protocol} is not "
                                                      "implemented yet: inferlane speaks HTTP/1.1 "
                                                      "to model servers")
+    _check_pool_picker(item, pool, index, findings)
     referenced = any(
         ref.kind == "InferencePool" and ref.name == pool.name
         and (ref.namespace or route.namespace) == pool.namespace
@@ -301,3 +316,110 @@ def _check_rewrites(items: Sequence[Loaded], index: _Index, findings: Findings) 
                                   f'never applies: model "{match.model.value}" is already '
                                   f"rewritten by {exact[key]}")
                 exact.setdefault(key, where)
+
+
+def _check_pool_picker(item: Loaded, pool: InferencePool, index: _Index,
+                       findings: Findings) -> None:
+    annotations = pool.metadata.annotations
+    path: Path = ("metadata", "annotations", PICKER_CONFIG_ANNOTATION)
+    name = annotations.get(PICKER_CONFIG_ANNOTATION)
+    if name is None:
+        return
+    if not name:
+        findings.error(item, path, "must name an EndpointPickerConfig in the pool's namespace")
+        return
+    missing = _not_found(index, findings, "EndpointPickerConfig", pool.namespace, name)
+    if missing:
+        findings.error(item, path, missing)
+    if LOAD_BALANCING_ANNOTATION in annotations:
+        findings.warn(item, ("metadata", "annotations", LOAD_BALANCING_ANNOTATION),
+                      f"ignored: {PICKER_CONFIG_ANNOTATION} takes precedence")
+
+
+def _check_picker_config(item: Loaded, config: EndpointPickerConfig, index: _Index,
+                         findings: Findings) -> None:
+    known = plugin_types()
+    defined: dict[str, int] = {}
+    instances: dict[str, object] = {}
+    failed = False
+    for i, spec in enumerate(config.plugins):
+        if spec.ref in defined:
+            findings.error(item, ("plugins", i, "name" if spec.name else "type"),
+                           f'duplicate plugin name "{spec.ref}" (also plugins[{defined[spec.ref]}])'
+                           ": give each instance of a type its own name")
+            failed = True
+            continue
+        defined[spec.ref] = i
+        if spec.type not in known:
+            hint = suggest(spec.type, list(known))
+            did_you_mean = f' (did you mean "{hint}"?)' if hint else ""
+            findings.error(item, ("plugins", i, "type"),
+                           f'unknown plugin type "{spec.type}"{did_you_mean}; known types: '
+                           + ", ".join(known))
+            failed = True
+            continue
+        try:
+            instances[spec.ref] = build_plugin(spec.type, spec.ref, spec.parameters or {})
+        except ValueError as exc:
+            findings.error(item, ("plugins", i, "parameters"), str(exc))
+            failed = True
+    profiles: dict[str, int] = {}
+    for i, profile in enumerate(config.scheduling_profiles):
+        if profile.name in profiles:
+            findings.error(item, ("schedulingProfiles", i, "name"),
+                           f'duplicate profile name "{profile.name}"')
+        profiles.setdefault(profile.name, i)
+        failed |= _check_profile(item, config, i, defined, instances, findings)
+    if len(config.scheduling_profiles) > 1:
+        findings.warn(item, ("schedulingProfiles", 1),
+                      f'only the first profile ("{config.scheduling_profiles[0].name}") is run: '
+                      "profile handlers are not implemented yet")
+    if config.flow_control is not None:
+        findings.warn(item, ("flowControl",), "flow control is not implemented yet: ignored")
+    if not failed:
+        try:
+            profile_from_config(config)
+        except ValueError as exc:  # e.g. saturationDetector values a filter rejects
+            findings.error(item, ("schedulingProfiles", 0), str(exc))
+    used = any(pool.namespace == config.namespace
+               and pool.endpoint_picker_config == config.name for pool in index.pools)
+    if not used:
+        findings.warn(item, ("metadata", "name"),
+                      f"no InferencePool names this config (annotation "
+                      f"{PICKER_CONFIG_ANNOTATION}: {config.name}): it has no effect")
+
+
+def _check_profile(item: Loaded, config: EndpointPickerConfig, i: int, defined: dict[str, int],
+                   instances: dict[str, object], findings: Findings) -> bool:
+    """Check one scheduling profile; True when it has errors."""
+    profile = config.scheduling_profiles[i]
+    failed = False
+    seen: set[str] = set()
+    entries: list[tuple[str, object, float | None]] = []
+    for j, ref in enumerate(profile.plugins):
+        path: Path = ("schedulingProfiles", i, "plugins", j)
+        if ref.plugin_ref not in defined:
+            hint = suggest(ref.plugin_ref, list(defined))
+            known = ", ".join(f'"{name}"' for name in defined)
+            findings.error(item, (*path, "pluginRef"),
+                           f'plugin "{ref.plugin_ref}" is not defined in plugins'
+                           + (f' (did you mean "{hint}"?)' if hint else f" (defined: {known})"))
+            failed = True
+            continue
+        if ref.plugin_ref in seen:
+            findings.error(item, (*path, "pluginRef"),
+                           f'plugin "{ref.plugin_ref}" is listed twice in this profile')
+            failed = True
+        seen.add(ref.plugin_ref)
+        plugin = instances.get(ref.plugin_ref)
+        if plugin is None:  # its own definition is broken, already reported
+            continue
+        entries.append((ref.plugin_ref, plugin, ref.weight))
+        if ref.weight is not None and "scorer" not in plugin_roles(plugin):
+            findings.warn(item, (*path, "weight"), f'ignored: "{ref.plugin_ref}" is not a scorer')
+    try:
+        assemble_profile(profile.name, entries)
+    except ValueError as exc:
+        findings.error(item, ("schedulingProfiles", i, "plugins"), str(exc))
+        failed = True
+    return failed

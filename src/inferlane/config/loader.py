@@ -24,6 +24,7 @@ from inferlane.config.issues import show, suggest, validation_problems
 from inferlane.config.paths import Path, format_path
 from inferlane.config.resources import (
     RESOURCE_KINDS,
+    EndpointPickerConfig,
     Gateway,
     HTTPRoute,
     InferenceModelRewrite,
@@ -46,6 +47,7 @@ class ConfigBundle:
     model_rewrites: tuple[InferenceModelRewrite, ...]
     warnings: tuple[ConfigIssue, ...]
     source: str
+    picker_configs: tuple[EndpointPickerConfig, ...] = ()
 
     def gateway(self, namespace: str, name: str) -> Gateway | None:
         return next((g for g in self.gateways if (g.namespace, g.name) == (namespace, name)), None)
@@ -57,6 +59,15 @@ class ConfigBundle:
     def model_server(self, namespace: str, name: str) -> ModelServer | None:
         return next((s for s in self.model_servers
                      if (s.namespace, s.name) == (namespace, name)), None)
+
+    def picker_config(self, namespace: str, name: str) -> EndpointPickerConfig | None:
+        return next((c for c in self.picker_configs
+                     if (c.namespace, c.name) == (namespace, name)), None)
+
+    def picker_config_for(self, pool: InferencePool) -> EndpointPickerConfig | None:
+        """The EndpointPickerConfig the pool's annotation names (same namespace), if any."""
+        name = pool.endpoint_picker_config
+        return self.picker_config(pool.namespace, name) if name else None
 
     def servers_for(self, pool: InferencePool) -> tuple[ModelServer, ...]:
         """ModelServers the pool's selector matches (same namespace only, like Pods)."""
@@ -127,6 +138,7 @@ def load_config_text(text: str, source: str = "<string>") -> ConfigBundle:
         model_rewrites=tuple(r for r in resources if isinstance(r, InferenceModelRewrite)),
         warnings=tuple(_in_file_order(findings.warnings)),
         source=source,
+        picker_configs=tuple(r for r in resources if isinstance(r, EndpointPickerConfig)),
     )
 
 

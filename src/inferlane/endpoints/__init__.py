@@ -6,9 +6,10 @@ endpoint's ``/metrics``, ``parse_metrics`` (pure) reads the engine's metric name
 together with the data plane's in-flight counts and learned token rates. Pickers read the states.
 """
 
-from inferlane.endpoints.parse import ENGINES, EngineName, MetricsParseError, parse_metrics
+from inferlane.endpoints.parse import ENGINES, EngineName, parse_metrics
 from inferlane.endpoints.scraper import MetricsScraper
 from inferlane.endpoints.store import EndpointStore
+from inferlane.errors import MetricsParseError
 
 __all__ = [
     "ENGINES",

@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable, Mapping
 
 from inferlane.dataplane.h1client import UpstreamError, UpstreamPool
-from inferlane.endpoints.parse import MetricsParseError, is_engine, parse_metrics
+from inferlane.endpoints.parse import is_engine, parse_metrics
 from inferlane.endpoints.store import EndpointStore
+from inferlane.errors import MetricsParseError
 from inferlane.scheduling.interfaces import Endpoint
 from inferlane.scheduling.types import ServerMetrics
 

@@ -1,41 +1,317 @@
-"""Registry of picker types: one explicit place maps a type name to a factory.
+"""Registry of scheduling plugins and load-balancing modes: one explicit table each.
 
-Config names a picker type (``inferlane.dev/load-balancing`` on an InferencePool today, an
-EndpointPickerConfig later); the snapshot builder asks this registry for an instance. Third
-parties add a type with ``register_picker`` instead of editing the core.
+* **Plugins** (``_PLUGINS``): type name → ``factory(name, params) -> plugin``, for the
+  filters, scorers and pickers an EndpointPickerConfig names. Third parties add types with
+  ``register_plugin`` instead of editing the core.
+* **Load-balancing modes** (``BUILTIN_PROFILES``): the values of the InferencePool annotation
+  ``inferlane.dev/load-balancing``, each a built-in profile written as (plugin type, weight)
+  pairs, exactly what an EndpointPickerConfig profile would say:
+
+  - ``round-robin`` (the default when a pool has no annotation, for now), ``random``,
+    ``least-request`` (power of two choices on in-flight + waiting): no filters, no scorers;
+  - ``default``: saturation-filter → queue 2, kv-cache 2, prefix-cache 3, lora-affinity 1 →
+    max-score-picker (upstream's common weights plus LoRA affinity);
+  - ``predicted-latency``: saturation-filter → predicted-latency 3, prefix-cache 1, kv-cache 2,
+    lora-affinity 1 → max-score-picker.
+
+  Why these weights (simulated fleet of 8 vLLM-like replicas, 48 tenants with 3,000-token
+  shared prompts, caches too small for every prefix everywhere): both profiles cut p50 TTFT from
+  0.8 s (round-robin) to 0.024 s at 40 req/s. Adding ``token-load-scorer`` (weight 1) to
+  ``default`` trimmed p99 at light load but, near saturation (70 req/s), pulled traffic off
+  warm replicas and raised p50 from 0.03 s to 0.27 s, so it is left out. The KV-cache scorer
+  keeps ``predicted-latency`` stable near saturation (its TTFT model does not see requests
+  blocked on KV space): without it p50 rose to 0.12-0.27 s at 70 req/s, with it 0.027 s.
+
+Entry points for the gateway: ``build_scheduler(mode, config=..., states=...)`` (an
+EndpointPickerConfig, when given, wins over the mode), or ``build_picker(mode)`` for the old
+picker seam. Building never touches I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
-from inferlane.scheduling.interfaces import Picker
-from inferlane.scheduling.plugins.random_picker import RandomPicker
-from inferlane.scheduling.plugins.round_robin import RoundRobinPicker
+from inferlane.scheduling.framework import (
+    Filter,
+    Picker,
+    PostPick,
+    Scheduler,
+    SchedulingProfile,
+    Scorer,
+    StatesFn,
+    TTFTPredictor,
+    WeightedScorer,
+    bare_states,
+)
+from inferlane.scheduling.interfaces import Picker as EndpointPicker
+from inferlane.scheduling.plugins.filter import saturation, stale
+from inferlane.scheduling.plugins.picker import (
+    least_request,
+    max_score,
+    random_picker,
+    round_robin,
+    weighted_random,
+)
+from inferlane.scheduling.plugins.scorer import (
+    kv_cache,
+    lora_affinity,
+    predicted_latency,
+    prefix_cache,
+    queue,
+    running_requests,
+    session_affinity,
+    token_load,
+)
 
-PickerFactory = Callable[[str, Mapping[str, Any]], Picker]
+if TYPE_CHECKING:
+    from inferlane.config.resources.picker_config import EndpointPickerConfig
 
-_PICKERS: dict[str, PickerFactory] = {
-    "round-robin": lambda name, params: RoundRobinPicker(),
-    "random": lambda name, params: RandomPicker(seed=params.get("seed")),
+PluginFactory = Callable[[str, Mapping[str, Any]], object]
+PickerFactory = Callable[[str, Mapping[str, Any]], EndpointPicker]
+
+
+class ProfileHandlerPlaceholder:
+    """Upstream's ``single-profile-handler``: accepted so pasted configs load; a no-op here
+    (inferlane runs one profile per pool)."""
+
+    __slots__ = ()
+
+
+def _profile_handler(name: str, params: Mapping[str, Any]) -> ProfileHandlerPlaceholder:
+    return ProfileHandlerPlaceholder()
+
+
+# The one place that says which plugin types exist.
+_PLUGINS: dict[str, PluginFactory] = {
+    # filters
+    "saturation-filter": saturation.factory,
+    "stale-filter": stale.factory,
+    # scorers
+    "queue-scorer": queue.factory,
+    "running-requests-size-scorer": running_requests.factory,
+    "kv-cache-utilization-scorer": kv_cache.factory,
+    "kv-cache-scorer": kv_cache.factory,  # older upstream name
+    "prefix-cache-scorer": prefix_cache.factory,
+    "lora-affinity-scorer": lora_affinity.factory,
+    "token-load-scorer": token_load.factory,
+    "session-affinity-scorer": session_affinity.factory,
+    "predicted-latency-scorer": predicted_latency.factory,
+    # pickers
+    "max-score-picker": max_score.factory,
+    "random-picker": random_picker.factory,
+    "weighted-random-picker": weighted_random.factory,
+    "least-request-picker": least_request.factory,
+    "round-robin-picker": round_robin.factory,
+    # profile handlers (accepted, no-op)
+    "single-profile-handler": _profile_handler,
 }
+
+DEFAULT_LOAD_BALANCING: Final = "round-robin"
+Recipe = tuple[tuple[str, float | None], ...]  # (plugin type, scorer weight or None)
+
+BUILTIN_PROFILES: Final[Mapping[str, Recipe]] = {
+    "round-robin": (("round-robin-picker", None),),
+    "random": (("random-picker", None),),
+    "least-request": (("least-request-picker", None),),
+    "default": (
+        ("saturation-filter", None),
+        ("queue-scorer", 2),
+        ("kv-cache-utilization-scorer", 2),
+        ("prefix-cache-scorer", 3),
+        ("lora-affinity-scorer", 1),
+        ("max-score-picker", None),
+    ),
+    "predicted-latency": (
+        ("saturation-filter", None),
+        ("predicted-latency-scorer", 3),
+        ("prefix-cache-scorer", 1),
+        ("kv-cache-utilization-scorer", 2),
+        ("lora-affinity-scorer", 1),
+        ("max-score-picker", None),
+    ),
+}
+
+_PICKERS: dict[str, PickerFactory] = {}  # third-party load-balancing modes
+
+
+# -- plugins ----------------------------------------------------------------------------------
+
+
+def register_plugin(type_name: str, factory: PluginFactory) -> None:
+    """Add a plugin type; its factory gets ``(name, params)`` and returns the plugin."""
+    if type_name in _PLUGINS:
+        raise ValueError(f"plugin type {type_name!r} is already registered")
+    _PLUGINS[type_name] = factory
+
+
+def plugin_types() -> tuple[str, ...]:
+    return tuple(sorted(_PLUGINS))
+
+
+def build_plugin(type_name: str, name: str = "",
+                 params: Mapping[str, Any] | None = None) -> object:
+    """A plugin instance; ValueError for an unknown type or bad parameters."""
+    try:
+        factory = _PLUGINS[type_name]
+    except KeyError:
+        raise ValueError(f"unknown plugin type {type_name!r} (known: "
+                         f"{', '.join(plugin_types())})") from None
+    return factory(name or type_name, params or {})
+
+
+def plugin_roles(plugin: object) -> tuple[str, ...]:
+    """The extension points ``plugin`` implements, in pipeline order."""
+    roles = (("filter", Filter), ("scorer", Scorer), ("picker", Picker), ("post-pick", PostPick))
+    return tuple(role for role, protocol in roles if isinstance(plugin, protocol))
+
+
+def assemble_profile(name: str,
+                     plugins: Sequence[tuple[str, object, float | None]]) -> SchedulingProfile:
+    """A profile from named instances in config order: each is slotted by what it implements.
+
+    A scorer without a weight gets 1 (as upstream); no picker means ``max-score-picker``; more
+    than one picker is an error. A ``predicted-latency-scorer`` reads the index of the
+    profile's ``prefix-cache-scorer`` when there is one, so both agree and the prompt is hashed
+    once.
+    """
+    filters: list[Filter] = []
+    scorers: list[WeightedScorer] = []
+    pickers: list[tuple[str, Picker]] = []
+    post_picks: list[PostPick] = []
+    for plugin_name, plugin, weight in plugins:
+        if isinstance(plugin, Filter):
+            filters.append(plugin)
+        if isinstance(plugin, Scorer):
+            scorers.append(WeightedScorer(plugin_name, plugin, 1.0 if weight is None
+                                          else float(weight)))
+        if isinstance(plugin, Picker):
+            pickers.append((plugin_name, plugin))
+        if isinstance(plugin, PostPick):
+            post_picks.append(plugin)
+    if len(pickers) > 1:
+        raise ValueError(f"profile {name!r} has {len(pickers)} pickers "
+                         f"({', '.join(n for n, _ in pickers)}): keep one")
+    owner = next((ws.scorer for ws in scorers
+                  if isinstance(ws.scorer, prefix_cache.PrefixCacheScorer)), None)
+    if owner is not None:
+        for ws in scorers:
+            if isinstance(ws.scorer, predicted_latency.PredictedLatencyScorer):
+                ws.scorer.use_prefix_index(owner.prefix_index)
+    predictor = next((ws.scorer for ws in scorers if isinstance(ws.scorer, TTFTPredictor)), None)
+    return SchedulingProfile(
+        name,
+        picker=pickers[0][1] if pickers else max_score.MaxScorePicker(),
+        filters=filters,
+        scorers=scorers,
+        post_picks=post_picks,
+        predictor=predictor,
+    )
+
+
+# -- load-balancing modes and EndpointPickerConfig ----------------------------------------------
+
+
+def builtin_profile(mode: str, params: Mapping[str, Any] | None = None) -> SchedulingProfile:
+    """The built-in profile of a load-balancing mode; ``params`` go to its picker (``seed``)."""
+    try:
+        recipe = BUILTIN_PROFILES[mode]
+    except KeyError:
+        raise ValueError(f"unknown load-balancing mode {mode!r} (known: "
+                         f"{', '.join(picker_types())})") from None
+    plugins: list[tuple[str, object, float | None]] = []
+    for type_name, weight in recipe:
+        plugin_params = params if type_name.endswith("-picker") else None
+        plugins.append((type_name, build_plugin(type_name, type_name, plugin_params), weight))
+    return assemble_profile(mode, plugins)
+
+
+def profile_from_config(config: EndpointPickerConfig,
+                        profile: str | None = None) -> SchedulingProfile:
+    """The named profile (default: the first) of a validated EndpointPickerConfig.
+
+    A ``saturationDetector`` section supplies the defaults of every ``saturation-filter``'s
+    parameters (``queueDepthThreshold`` → ``queueThreshold``, ``kvCacheUtilThreshold`` →
+    ``kvThreshold``, ``metricsStalenessThreshold``).
+    """
+    detector: dict[str, Any] = {}
+    if config.saturation_detector is not None:
+        sd = config.saturation_detector
+        for key, value in (("queueThreshold", sd.queue_depth_threshold),
+                           ("kvThreshold", sd.kv_cache_util_threshold),
+                           ("metricsStalenessThreshold", sd.metrics_staleness_threshold)):
+            if value is not None:
+                detector[key] = value
+    instances: dict[str, object] = {}
+    for spec in config.plugins:
+        name = spec.name or spec.type
+        params = dict(spec.parameters or {})
+        if spec.type == "saturation-filter":
+            params = {**detector, **params}
+        instances[name] = build_plugin(spec.type, name, params)
+    profiles = config.scheduling_profiles
+    chosen = profiles[0] if profile is None else next(
+        (p for p in profiles if p.name == profile), None)
+    if chosen is None:
+        raise ValueError(f"EndpointPickerConfig {config.name!r} has no profile {profile!r}")
+    missing = [ref.plugin_ref for ref in chosen.plugins if ref.plugin_ref not in instances]
+    if missing:
+        raise ValueError(f"profile {chosen.name!r} refers to undefined plugins: "
+                         + ", ".join(missing))
+    return assemble_profile(chosen.name, [(ref.plugin_ref, instances[ref.plugin_ref], ref.weight)
+                                          for ref in chosen.plugins])
+
+
+def build_scheduler(mode: str = DEFAULT_LOAD_BALANCING, *,
+                    config: EndpointPickerConfig | None = None,
+                    states: StatesFn = bare_states,
+                    params: Mapping[str, Any] | None = None) -> Scheduler:
+    """The Scheduler of one pool: from its EndpointPickerConfig if any, else its mode."""
+    profile = profile_from_config(config) if config is not None else builtin_profile(mode, params)
+    return Scheduler(profile, states)
+
+
+# -- the endpoint-picker seam (kept for callers of the pre-framework API) ---------------------
 
 
 def register_picker(type_name: str, factory: PickerFactory) -> None:
-    if type_name in _PICKERS:
+    """Add a load-balancing mode implemented directly as an endpoint picker."""
+    if type_name in _PICKERS or type_name in BUILTIN_PROFILES:
         raise ValueError(f"picker type {type_name!r} is already registered")
     _PICKERS[type_name] = factory
 
 
 def picker_types() -> tuple[str, ...]:
-    return tuple(sorted(_PICKERS))
+    """Every load-balancing mode: the built-in profiles and registered pickers."""
+    return tuple(sorted({*BUILTIN_PROFILES, *_PICKERS}))
 
 
-def build_picker(type_name: str, name: str = "", params: Mapping[str, Any] | None = None) -> Picker:
-    try:
-        factory = _PICKERS[type_name]
-    except KeyError:
-        known = ", ".join(picker_types())
-        raise ValueError(f"unknown picker type {type_name!r} (known: {known})") from None
+def build_picker(type_name: str, name: str = "", params: Mapping[str, Any] | None = None, *,
+                 states: StatesFn = bare_states) -> EndpointPicker:
+    """An endpoint picker for a load-balancing mode (a Scheduler for the built-in ones)."""
+    if type_name in BUILTIN_PROFILES:
+        return Scheduler(builtin_profile(type_name, params), states)
+    factory = _PICKERS.get(type_name)
+    if factory is None:
+        raise ValueError(f"unknown picker type {type_name!r} (known: "
+                         f"{', '.join(picker_types())})")
     return factory(name, params or {})
+
+
+__all__ = [
+    "BUILTIN_PROFILES",
+    "DEFAULT_LOAD_BALANCING",
+    "PickerFactory",
+    "PluginFactory",
+    "assemble_profile",
+    "build_picker",
+    "build_plugin",
+    "build_scheduler",
+    "builtin_profile",
+    "picker_types",
+    "plugin_roles",
+    "plugin_types",
+    "profile_from_config",
+    "register_picker",
+    "register_plugin",
+]

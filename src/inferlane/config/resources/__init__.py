@@ -2,7 +2,8 @@
 
 Upstream kinds (Gateway API and its Inference Extension) keep their upstream field names as
 aliases; ``ModelServer`` is our ``inferlane.dev/v1alpha1`` extension. Adding a kind is one
-model module plus one line in ``RESOURCE_KINDS``.
+model module plus one line in ``RESOURCE_KINDS``. ``EndpointPickerConfig`` (upstream's endpoint
+picker configuration) configures the scheduling plugins of the pools that name it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from inferlane.config.resources.inference import (
     DEFAULT_LOAD_BALANCING,
     INFERENCE_GROUP,
     LOAD_BALANCING_ANNOTATION,
+    PICKER_CONFIG_ANNOTATION,
     EndpointPickerRef,
     InferenceModelRewrite,
     InferenceModelRewriteSpec,
@@ -77,6 +79,13 @@ from inferlane.config.resources.meta import (
     parse_duration,
 )
 from inferlane.config.resources.model_server import ModelServer, ModelServerSpec, parse_address
+from inferlane.config.resources.picker_config import (
+    EndpointPickerConfig,
+    PluginSpec,
+    SaturationDetector,
+    SchedulingPlugin,
+    SchedulingProfile,
+)
 
 INFERENCE_X_GROUP: Final = "inference.networking.x-k8s.io"
 INFERLANE_GROUP: Final = "inferlane.dev"
@@ -89,6 +98,7 @@ RESOURCE_KINDS: Final[dict[tuple[str, str], type[Resource]]] = {
     (f"{GATEWAY_GROUP}/v1beta1", "HTTPRoute"): HTTPRoute,
     (f"{INFERENCE_GROUP}/v1", "InferencePool"): InferencePool,
     (f"{INFERENCE_X_GROUP}/v1alpha2", "InferenceModelRewrite"): InferenceModelRewrite,
+    (f"{INFERENCE_X_GROUP}/v1alpha1", "EndpointPickerConfig"): EndpointPickerConfig,
     (f"{INFERLANE_GROUP}/v1alpha1", "ModelServer"): ModelServer,
 }
 
@@ -102,9 +112,11 @@ __all__ = [
     "INFERLANE_GROUP",
     "LOAD_BALANCING_ANNOTATION",
     "NOT_IMPLEMENTED_FILTERS",
+    "PICKER_CONFIG_ANNOTATION",
     "RESOURCE_KINDS",
     "AllowedRoutes",
     "BackendObjectReference",
+    "EndpointPickerConfig",
     "EndpointPickerRef",
     "FieldProblems",
     "Fraction",
@@ -146,11 +158,15 @@ __all__ = [
     "ModelServerSpec",
     "ObjectMeta",
     "ParentReference",
+    "PluginSpec",
     "PoolObjectReference",
     "Port",
     "Resource",
     "RouteGroupKind",
     "RouteNamespaces",
+    "SaturationDetector",
+    "SchedulingPlugin",
+    "SchedulingProfile",
     "SessionPersistence",
     "StrictModel",
     "TargetModel",

@@ -3,7 +3,8 @@
 An InferencePool is a set of model servers (selected by labels) that inferlane balances
 requests over; HTTPRoutes send traffic to pools. Upstream a pool names an external Endpoint
 Picker (``endpointPickerRef``); inferlane *is* the picker, so the field is optional and
-ignored. Our extension: annotation ``inferlane.dev/load-balancing``.
+ignored. Our extensions: annotations ``inferlane.dev/load-balancing`` (a built-in scheduling
+profile) and ``inferlane.dev/endpoint-picker-config`` (an EndpointPickerConfig by name).
 
 An InferenceModelRewrite renames the requested model inside one pool, with weighted targets
 (e.g. a 90/10 canary of a LoRA adapter).
@@ -11,7 +12,7 @@ An InferenceModelRewrite renames the requested model inside one pool, with weigh
 
 from __future__ import annotations
 
-from typing import ClassVar, Final, Literal, get_args
+from typing import ClassVar, Final, Literal, cast, get_args
 
 from pydantic import Field, model_validator
 
@@ -31,7 +32,9 @@ from inferlane.config.resources.meta import (
 INFERENCE_GROUP = "inference.networking.k8s.io"
 
 LOAD_BALANCING_ANNOTATION: Final = ANNOTATION_PREFIX + "load-balancing"
-LoadBalancing = Literal["round-robin", "random"]
+PICKER_CONFIG_ANNOTATION: Final = ANNOTATION_PREFIX + "endpoint-picker-config"
+# Keep in step with scheduling.registry.BUILTIN_PROFILES (a unit test checks).
+LoadBalancing = Literal["round-robin", "random", "least-request", "default", "predicted-latency"]
 DEFAULT_LOAD_BALANCING: Final[LoadBalancing] = "round-robin"
 
 
@@ -100,8 +103,13 @@ class InferencePoolSpec(StrictModel):
 class InferencePool(Resource):
     """A pool of model servers that routes send traffic to.
 
-    Annotation ``inferlane.dev/load-balancing`` (inferlane extension): ``round-robin``
-    (default) or ``random``.
+    Annotations (inferlane extensions): ``inferlane.dev/load-balancing`` picks a built-in
+    scheduling profile: ``round-robin`` (default), ``random``, ``least-request`` (power of two
+    choices), ``default`` (inference-aware: saturation filter; queue, KV-cache, prefix-cache
+    and LoRA-affinity scorers) or ``predicted-latency`` (lowest predicted time to first token,
+    plus prefix-cache, KV-cache and LoRA-affinity scorers).
+    ``inferlane.dev/endpoint-picker-config: <name>`` names an EndpointPickerConfig in the same
+    namespace instead, and takes precedence.
     """
 
     api_version: Literal["inference.networking.k8s.io/v1"] = Field(
@@ -109,7 +117,8 @@ class InferencePool(Resource):
     kind: Literal["InferencePool"] = Field(description="Resource kind.")
     spec: InferencePoolSpec = Field(description="Selector and ports.")
 
-    known_annotations: ClassVar[frozenset[str]] = frozenset({LOAD_BALANCING_ANNOTATION})
+    known_annotations: ClassVar[frozenset[str]] = frozenset({LOAD_BALANCING_ANNOTATION,
+                                                             PICKER_CONFIG_ANNOTATION})
 
     @model_validator(mode="after")
     def _check_annotations(self) -> InferencePool:
@@ -126,7 +135,15 @@ class InferencePool(Resource):
     @property
     def load_balancing(self) -> LoadBalancing:
         value = self.metadata.annotations.get(LOAD_BALANCING_ANNOTATION, DEFAULT_LOAD_BALANCING)
-        return "random" if value == "random" else "round-robin"
+        for mode in get_args(LoadBalancing):
+            if value == mode:
+                return cast(LoadBalancing, mode)
+        return DEFAULT_LOAD_BALANCING
+
+    @property
+    def endpoint_picker_config(self) -> str | None:
+        """Name of the EndpointPickerConfig (same namespace) the pool uses, if any."""
+        return self.metadata.annotations.get(PICKER_CONFIG_ANNOTATION) or None
 
 
 class PoolObjectReference(StrictModel):

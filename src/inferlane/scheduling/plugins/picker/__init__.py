@@ -1,0 +1,1 @@
+"""Pickers: choose one of the scored candidates."""

@@ -1,0 +1,41 @@
+"""``max-score-picker``: the candidate with the highest total score; ties broken at random.
+
+``chosen = uniform choice among { i : total_i >= max(total) - 1e-9 }`` (the tolerance absorbs
+floating-point noise in the weighted sums). Random tie-breaking spreads load when scores carry
+no preference (e.g. before the first scrape). Parameter ``seed`` pins the random source (tests).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from inferlane.scheduling.interfaces import PickRequest
+from inferlane.scheduling.plugins.params import Params
+from inferlane.scheduling.types import EndpointState
+
+TIE_TOLERANCE = 1e-9
+
+
+class MaxScorePicker:
+    __slots__ = ("_random",)
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._random = rng or random.Random()
+
+    def pick(self, request: PickRequest, candidates: Sequence[EndpointState],
+             totals: Sequence[float]) -> int | None:
+        if not totals:
+            return None
+        floor = max(totals) - TIE_TOLERANCE
+        best = [i for i, total in enumerate(totals) if total >= floor]
+        return best[0] if len(best) == 1 else best[self._random.randrange(len(best))]
+
+
+def factory(name: str, params: Mapping[str, Any]) -> MaxScorePicker:
+    p = Params(name or "max-score-picker", params)
+    p.optional_integer("maxNumOfEndpoints", minimum=1)  # upstream: fallback list size; unused
+    plugin = MaxScorePicker(random.Random(p.seed()))
+    p.done()
+    return plugin

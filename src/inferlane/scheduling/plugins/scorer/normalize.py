@@ -1,0 +1,20 @@
+"""Shared score shapes for load-style scorers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def fewer_is_better(values: Sequence[float]) -> list[float]:
+    """Min-max normalisation, inverted: ``(max - v) / (max - min)``; all equal → 1.0 each.
+
+    The least loaded candidate scores 1, the most loaded 0, the rest linearly in between.
+    """
+    if not values:
+        return []
+    low = min(values)
+    high = max(values)
+    if high == low:
+        return [1.0] * len(values)
+    span = float(high - low)
+    return [(high - v) / span for v in values]
