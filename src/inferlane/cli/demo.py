@@ -21,10 +21,8 @@ from rich.console import Console
 
 from inferlane.cli.runtime import run as run_async
 from inferlane.cli.runtime import wait_for_shutdown_signal
-from inferlane.cli.serve import add_tuning_arguments, server_options
-from inferlane.config.build import build_snapshot
+from inferlane.cli.serve import Assembly, add_tuning_arguments
 from inferlane.config.loader import ConfigBundle, load_config_text
-from inferlane.dataplane.server import GatewayServer
 from inferlane.demo.summary import render
 from inferlane.demo.workload import run_workload
 from inferlane.errors import ConfigError
@@ -101,14 +99,15 @@ async def _start_fleets(bundle: ConfigBundle) -> list[Fleet]:
 async def _demo(args: argparse.Namespace, bundle: ConfigBundle) -> int:
     # Piped output (CI logs, `make demo | tee`) gets a readable width instead of 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 132)
-    snapshot = build_snapshot(bundle, max_body_bytes=args.max_body_bytes)
+    assembly = Assembly(args)
+    snapshot = assembly.build(bundle)
     try:
         fleets = await _start_fleets(bundle)
     except OSError as error:
         console.print(f"[red]cannot start the simulated fleet:[/red] {error} "
                       "(use --sim-port to pick other ports)")
         return 2
-    server = GatewayServer(snapshot, server_options(args, host="127.0.0.1", port=args.port))
+    server = assembly.make_server(snapshot, host="127.0.0.1", port=args.port)
     try:
         try:
             await server.start()

@@ -9,10 +9,11 @@ import sys
 from inferlane.cli.runtime import run as run_async
 from inferlane.cli.runtime import wait_for_shutdown_signal
 from inferlane.config.build import DEFAULT_MAX_BODY_BYTES, build_snapshot
-from inferlane.config.loader import load_config_file
+from inferlane.config.loader import ConfigBundle, load_config_file
 from inferlane.config.reload import ConfigReloader
 from inferlane.dataplane.server import GatewayServer, ServerOptions
 from inferlane.dataplane.upstream import UpstreamOptions
+from inferlane.endpoints import EndpointStore
 from inferlane.errors import ConfigError
 from inferlane.routing.router import GatewaySnapshot
 
@@ -37,6 +38,12 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a model server may stay silent mid-response (default: 300)")
     parser.add_argument("--reload-interval", type=float, default=1.0,
                         help="seconds between config file change checks (default: 1)")
+    parser.add_argument("--scrape-interval", type=float, default=0.05,
+                        help="seconds between model-server /metrics scrapes (default: 0.05; "
+                             "0 turns scraping off)")
+    parser.add_argument("--stale-after", type=float, default=2.0,
+                        help="seconds after which an endpoint's metrics are stale and it counts "
+                             "as saturated (default: 2)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
 
 
@@ -48,32 +55,57 @@ def server_options(args: argparse.Namespace, *, host: str, port: int | None) -> 
         upstream=UpstreamOptions(
             connect_timeout=args.connect_timeout, read_timeout=args.read_timeout
         ),
+        scrape_interval=args.scrape_interval,
     )
 
 
+class Assembly:
+    """Builds snapshots and the server around one EndpointStore (what schedulers read)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self.store = EndpointStore(stale_after=args.stale_after)
+        self.server: GatewayServer | None = None
+
+    def build(self, bundle: ConfigBundle, generation: int = 1) -> GatewaySnapshot:
+        previous = self.server.state.snapshot if self.server is not None else None
+        return build_snapshot(
+            bundle, generation=generation, max_body_bytes=self._args.max_body_bytes,
+            states=self.store.states, previous=previous,
+        )
+
+    def make_server(self, snapshot: GatewaySnapshot, *, host: str,
+                    port: int | None) -> GatewayServer:
+        self.server = GatewayServer(
+            snapshot, server_options(self._args, host=host, port=port), store=self.store
+        )
+        return self.server
+
+
 def run(args: argparse.Namespace) -> int:
+    assembly = Assembly(args)
     try:
         bundle = load_config_file(args.config)
-        snapshot = build_snapshot(bundle, max_body_bytes=args.max_body_bytes)
+        snapshot = assembly.build(bundle)
     except ConfigError as error:
         for issue in error.issues:
             print(issue, file=sys.stderr)
         return 2
     for warning in bundle.warnings:
         log.warning("%s", warning)
-    return run_async(_serve(args, snapshot))
+    return run_async(_serve(args, assembly, snapshot))
 
 
-async def _serve(args: argparse.Namespace, snapshot: GatewaySnapshot) -> int:
-    server = GatewayServer(snapshot, server_options(args, host=args.host, port=args.port))
+async def _serve(args: argparse.Namespace, assembly: Assembly, snapshot: GatewaySnapshot) -> int:
+    server = assembly.make_server(snapshot, host=args.host, port=args.port)
     try:
         await server.start()
     except OSError as error:
         print(f"inferlane: cannot listen: {error}", file=sys.stderr)
         return 2
     reloader = ConfigReloader(
-        args.config, server.apply, server.metrics,
-        max_body_bytes=args.max_body_bytes, poll_interval=args.reload_interval,
+        args.config, assembly.build, server.apply, server.metrics,
+        poll_interval=args.reload_interval,
     )
     reloader.start()
     ports = ", ".join(f"{name}={port}" for name, port in server.ports.items())

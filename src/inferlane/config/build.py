@@ -18,9 +18,10 @@ from inferlane.routing.rewrite import ModelRewriteTable, RewriteRule
 from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Listener
 from inferlane.routing.rules import CompiledRule, HeaderModifier, PathRewrite
 from inferlane.routing.split import WeightedChoice
+from inferlane.scheduling.framework import StatesFn, bare_states
 from inferlane.scheduling.interfaces import Endpoint
-from inferlane.scheduling.pool import PoolRuntime
-from inferlane.scheduling.registry import build_picker
+from inferlane.scheduling.pool import METRIC_FREE_MODES, PoolRuntime
+from inferlane.scheduling.registry import build_scheduler
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
@@ -30,12 +31,23 @@ def key(namespace: str, name: str) -> str:
 
 
 def build_snapshot(
-    bundle: ConfigBundle, *, generation: int = 1, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    bundle: ConfigBundle,
+    *,
+    generation: int = 1,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    states: StatesFn = bare_states,
+    previous: GatewaySnapshot | None = None,
 ) -> GatewaySnapshot:
-    pools = {
-        key(pool.namespace, pool.name): _build_pool(pool, bundle)
-        for pool in bundle.inference_pools
-    }
+    """Resolve ``bundle``; ``states`` feeds the schedulers (the data layer's store).
+
+    With ``previous``, a pool whose scheduler spec is unchanged keeps its scheduler, so a reload
+    does not forget the prefix index or session bindings.
+    """
+    old_pools = previous.pools if previous is not None else {}
+    pools = {}
+    for pool in bundle.inference_pools:
+        pool_key = key(pool.namespace, pool.name)
+        pools[pool_key] = _build_pool(pool, bundle, states, old_pools.get(pool_key))
     listeners: list[Listener] = []
     catch_all_pools: set[str] = set()
     routed_pools: set[str] = set()
@@ -84,7 +96,9 @@ def build_snapshot(
     )
 
 
-def _build_pool(pool: InferencePool, bundle: ConfigBundle) -> PoolRuntime:
+def _build_pool(
+    pool: InferencePool, bundle: ConfigBundle, states: StatesFn, old: PoolRuntime | None
+) -> PoolRuntime:
     endpoints: list[Endpoint] = []
     for server in bundle.servers_for(pool):
         ports: Iterable[int] = (
@@ -104,13 +118,21 @@ def _build_pool(pool: InferencePool, bundle: ConfigBundle) -> PoolRuntime:
         for rewrite in bundle.rewrites_for(pool)
         for rule in rewrite.spec.rules
     ]
+    config = bundle.picker_config_for(pool)
+    spec = pool.load_balancing if config is None else config.model_dump_json()
+    if old is not None and old.scheduler_spec == spec:
+        scheduler = old.scheduler
+    else:
+        scheduler = build_scheduler(pool.load_balancing, config=config, states=states)
     return PoolRuntime(
         key=key(pool.namespace, pool.name),
         name=pool.name,
         endpoints=tuple(endpoints),
-        picker=build_picker(pool.load_balancing),
+        scheduler=scheduler,
         rewrites=ModelRewriteTable.build(rules),
-        load_balancing=pool.load_balancing,
+        load_balancing=pool.load_balancing if config is None else f"config:{config.name}",
+        scheduler_spec=spec,
+        needs_metrics=config is not None or pool.load_balancing not in METRIC_FREE_MODES,
     )
 
 

@@ -63,9 +63,12 @@ outside Kubernetes. `kind: List` documents (as printed by `kubectl get -o yaml`)
   an InferencePool (`group: inference.networking.k8s.io`, `kind: InferencePool`);
   RegularExpression matches use Python `re` syntax.
 - **Extensions:** the `ModelServer` kind, which stands in for the Pods
-  an InferencePool selects, and the InferencePool annotation `inferlane.dev/load-balancing`
-  (`round-robin`, the default, or `random`). Unknown `inferlane.dev/` annotations get a
-  warning.
+  an InferencePool selects, and two InferencePool annotations:
+  `inferlane.dev/load-balancing` picks a built-in scheduling profile (`default`, the
+  inference-aware one used when the annotation is absent; `predicted-latency`;
+  `least-request`; `round-robin`; `random`), and `inferlane.dev/endpoint-picker-config: <name>`
+  points at an `EndpointPickerConfig` in the pool's namespace, which takes precedence. Unknown
+  `inferlane.dev/` annotations get a warning.
 
 Durations use the Gateway API format: one to four `<number><unit>` parts with units `h`, `m`,
 `s`, `ms`, e.g. `10s`, `500ms`, `1h30m`; `0s` disables a timeout.

@@ -17,8 +17,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from inferlane.config.build import build_snapshot
-from inferlane.config.loader import load_config_file
+from inferlane.config.loader import ConfigBundle, load_config_file
 from inferlane.errors import ConfigError
 from inferlane.metrics.gateway import GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot
@@ -40,18 +39,19 @@ class ConfigReloader:
     def __init__(
         self,
         path: str | os.PathLike[str],
+        build: Callable[[ConfigBundle, int], GatewaySnapshot],
         apply: Callable[[GatewaySnapshot], None],
         metrics: GatewayMetrics,
         *,
         generation: int = 1,
-        max_body_bytes: int,
         poll_interval: float = 1.0,
     ) -> None:
+        """``build(bundle, generation)`` makes the new snapshot; ``apply`` puts it in service."""
         self._path = Path(path)
+        self._build = build
         self._apply = apply
         self._metrics = metrics
         self._generation = generation
-        self._max_body_bytes = max_body_bytes
         self._poll_interval = poll_interval
         self._signature = _signature(self._path)
         self._lock = asyncio.Lock()
@@ -103,9 +103,7 @@ class ConfigReloader:
             self._signature = _signature(self._path)
             try:
                 bundle = await asyncio.to_thread(load_config_file, self._path)
-                snapshot = build_snapshot(
-                    bundle, generation=self._generation + 1, max_body_bytes=self._max_body_bytes
-                )
+                snapshot = self._build(bundle, self._generation + 1)
             except ConfigError as error:
                 self._metrics.config_reloads.labels("rejected").inc()
                 log.error(

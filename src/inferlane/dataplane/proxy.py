@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import map_upstream_errors
 from inferlane.errors import BadRequest, NotFound, PayloadTooLarge, RequestError
 from inferlane.routing.match import RequestFacts
+from inferlane.routing.prompt import prompt_facts
 from inferlane.routing.router import MODEL_HEADER, RoutingDecision
 from inferlane.routing.rules import HeaderModifier
 
@@ -47,6 +49,31 @@ _RESPONSE_DROP = _HOP_BY_HOP | {"content-length"}
 # Set by the gateway itself on the upstream request.
 _REPLACED = frozenset({"x-request-id", "x-gateway-model-name", "x-gateway-model-name-rewrite",
                        "x-forwarded-for"})
+
+
+DEBUG_HEADER = "x-inferlane-debug"
+DEBUG_CANDIDATES = 3  # candidates explained in x-inferlane-scores
+# Output tokens assumed for a request without max_tokens, for the in-flight token view.
+EXPECTED_OUTPUT_TOKENS = 128
+_PREFIX_SCORER = "prefix-cache-scorer"
+
+
+@dataclass(slots=True)
+class _StreamTiming:
+    dispatched: float
+    first_chunk: float | None = None
+    last_chunk: float | None = None
+
+
+def _prefix_match(decision: RoutingDecision) -> float | None:
+    """The chosen endpoint's prefix-cache score (matched blocks / blocks), if scored."""
+    candidates = decision.pick.candidates
+    if not candidates:
+        return None
+    for name, score in candidates[0].by_scorer:
+        if name == _PREFIX_SCORER:
+            return score
+    return None
 
 
 class _ClientGone(Exception):
@@ -141,9 +168,20 @@ class InferenceProxy:
                 method=request.method, path=request.path, host=request.host,
                 headers=headers, query=request.query,
             )
+            debug = headers.get(DEBUG_HEADER) == "1"
+            picking = time.perf_counter()
             decision = state.router.decide(
-                snapshot, listener, facts, model=model, request_id=request_id
+                snapshot, listener, facts, model=model, request_id=request_id,
+                prompt=prompt_facts(document), now=time.monotonic(),
+                explain=DEBUG_CANDIDATES if debug else 1,
             )
+            metrics = state.metrics
+            metrics.child(metrics.picker_duration, decision.pool.key).observe(
+                time.perf_counter() - picking
+            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("request %s -> %s (%s)", request_id, decision.endpoint.address,
+                          decision.pick.explain())
         except RequestError as error:
             # Unrouted: the model name is unchecked client input, so it stays out of labels.
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
@@ -151,7 +189,7 @@ class InferenceProxy:
         if decision.model_rewritten:
             document["model"] = decision.upstream_model
             body = orjson.dumps(document)
-        return await self._forward(request, decision, body, request_id, started)
+        return await self._forward(request, decision, body, request_id, started, debug)
 
     async def _forward(
         self,
@@ -160,11 +198,20 @@ class InferenceProxy:
         body: bytes,
         request_id: str,
         started: float,
+        debug: bool,
     ) -> web.StreamResponse:
         state = self._state
         metrics = state.metrics
         endpoint = decision.endpoint
         pool = decision.pool.key
+        # The gateway's own load view (between scrapes) for pools whose scheduler reads it.
+        tracked = decision.pool.needs_metrics
+        expected_tokens = decision.prompt.prompt_tokens + (
+            decision.prompt.max_tokens or EXPECTED_OUTPUT_TOKENS
+        )
+        if tracked:
+            state.endpoints.on_dispatch(endpoint, expected_tokens)
+        timing = _StreamTiming(dispatched=time.monotonic())
         timeout = decision.rule.upstream_timeout
         target = decision.upstream_path
         if request.query_string:
@@ -181,13 +228,14 @@ class InferenceProxy:
                 )
                 async with upstream:
                     status = upstream.status
-                    response_headers = _response_headers(upstream, decision, request_id)
+                    response_headers = _response_headers(upstream, decision, request_id, debug)
                     content_type = upstream.header("content-type") or ""
                     if content_type.startswith("text/event-stream"):
                         scanner = SseUsageScanner()
                         try:
                             return await self._relay_stream(
-                                request, upstream, response_headers, scanner, decision, started
+                                request, upstream, response_headers, scanner, decision, started,
+                                timing,
                             )
                         finally:
                             usage = scanner.usage
@@ -209,7 +257,35 @@ class InferenceProxy:
             raise
         finally:
             in_flight.dec()
+            if tracked:
+                self._learn(decision, expected_tokens, usage, timing)
             _record(state, decision, status, usage, started)
+
+    def _learn(self, decision: RoutingDecision, expected_tokens: int, usage: Usage,
+               timing: _StreamTiming) -> None:
+        """Feed what this request showed back into the endpoint's state (sans-IO store)."""
+        store = self._state.endpoints
+        endpoint = decision.endpoint
+        first, last = timing.first_chunk, timing.last_chunk
+        if first is not None and last is not None and usage.seen:
+            store.on_complete(endpoint, expected_tokens, output_tokens=usage.completion_tokens,
+                              decode_seconds=last - first)
+        else:
+            store.on_complete(endpoint, expected_tokens)
+        if timing.first_chunk is None:
+            return
+        ttft = timing.first_chunk - timing.dispatched
+        match = _prefix_match(decision)
+        uncached = round(decision.prompt.prompt_tokens * (1.0 - (match or 0.0)))
+        store.on_first_token(endpoint, uncached_prompt_tokens=uncached, seconds=ttft)
+        metrics = self._state.metrics
+        predicted = decision.pick.predicted_ttft
+        if predicted is not None and predicted > 0:
+            metrics.child(metrics.ttft_prediction_ratio, decision.pool.key).observe(
+                ttft / predicted
+            )
+        if match is not None:
+            metrics.child(metrics.prefix_match_ratio, decision.pool.key).observe(match)
 
     async def _relay_stream(
         self,
@@ -219,6 +295,7 @@ class InferenceProxy:
         scanner: SseUsageScanner,
         decision: RoutingDecision,
         started: float,
+        timing: _StreamTiming,
     ) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, headers=headers)
         try:
@@ -228,8 +305,10 @@ class InferenceProxy:
         first = True
         try:
             async for chunk in upstream.iter_chunks():
+                timing.last_chunk = time.monotonic()
                 if first:
                     first = False
+                    timing.first_chunk = timing.last_chunk
                     metrics = self._state.metrics
                     metrics.child(
                         metrics.time_to_first_token, decision.rule.label,
@@ -281,12 +360,14 @@ def _upstream_headers(
 
 
 def _response_headers(
-    upstream: UpstreamResponse, decision: RoutingDecision, request_id: str
+    upstream: UpstreamResponse, decision: RoutingDecision, request_id: str, debug: bool
 ) -> CIMultiDict[str]:
     headers = [(name, value) for name, value in upstream.headers
                if name.lower() not in _RESPONSE_DROP]
     headers.append(("x-request-id", request_id))
     headers.append(("x-inferlane-endpoint", decision.endpoint.address))
+    if debug:
+        headers.append(("x-inferlane-scores", decision.pick.explain()))
     modifier = decision.rule.response_headers
     if modifier is not None:
         headers = _apply(modifier, headers)

@@ -24,9 +24,12 @@ from aiohttp import web
 from inferlane.dataplane.proxy import InferenceProxy, error_response
 from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import UpstreamOptions, create_pool
+from inferlane.endpoints import EndpointStore, MetricsScraper
 from inferlane.errors import MethodNotAllowed, NotFound
+from inferlane.metrics.endpoints import EndpointCollector
 from inferlane.metrics.gateway import CONTENT_TYPE, GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot
+from inferlane.scheduling.interfaces import Endpoint
 
 log = logging.getLogger("inferlane.server")
 
@@ -40,12 +43,32 @@ class ServerOptions:
     port_override: int | None = None  # replaces the first listener's port (``serve --port``)
     access_log: bool = False
     upstream: UpstreamOptions = field(default_factory=UpstreamOptions)
+    scrape_interval: float = 0.05  # seconds between model-server metrics scrapes; 0 = off
+
+
+def metrics_endpoints(snapshot: GatewaySnapshot) -> list[Endpoint]:
+    """Endpoints whose pool's scheduler reads scraped metrics (the others are not scraped)."""
+    seen: dict[str, Endpoint] = {}
+    for pool in snapshot.pools.values():
+        if pool.needs_metrics:
+            for endpoint in pool.endpoints:
+                seen.setdefault(endpoint.address, endpoint)
+    return list(seen.values())
 
 
 class GatewayServer:
-    def __init__(self, snapshot: GatewaySnapshot, options: ServerOptions | None = None) -> None:
+    """The listeners, the upstream pool and the metrics scraper of one gateway process.
+
+    ``store`` must be the EndpointStore the snapshot's schedulers read (``build_snapshot(...,
+    states=store.states)``).
+    """
+
+    def __init__(self, snapshot: GatewaySnapshot, options: ServerOptions | None = None, *,
+                 store: EndpointStore | None = None) -> None:
         self._options = options or ServerOptions()
         self._initial = snapshot
+        self._store = store or EndpointStore()
+        self._scraper: MetricsScraper | None = None
         self._runners: list[web.AppRunner] = []
         self._ports: dict[str, int] = {}
         self._state: GatewayState | None = None
@@ -71,8 +94,16 @@ class GatewayServer:
             snapshot=self._initial,
             upstream=create_pool(self._options.upstream),
             upstream_options=self._options.upstream,
+            endpoints=self._store,
         )
         self._state.swap(self._initial)
+        self._state.metrics.registry.register(
+            EndpointCollector(self._store, lambda: self._scraper, time.monotonic)
+        )
+        self._store.sync(metrics_endpoints(self._initial))
+        if self._options.scrape_interval > 0:
+            self._scraper = MetricsScraper(self._store, interval=self._options.scrape_interval)
+            self._scraper.start()
         try:
             for index, listener in enumerate(self._initial.listeners):
                 port = listener.port
@@ -100,6 +131,9 @@ class GatewayServer:
     async def stop(self) -> None:
         if self._state is not None:
             self._state.ready = False
+        if self._scraper is not None:
+            await self._scraper.stop()
+            self._scraper = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -117,6 +151,7 @@ class GatewayServer:
                 "now, listener changes take effect after a restart",
                 snapshot.generation,
             )
+        self._store.sync(metrics_endpoints(snapshot))
         self.state.swap(snapshot)
         self._loaded_at = int(time.time())
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from inferlane.dataplane.h1client import UpstreamPool
 from inferlane.dataplane.upstream import UpstreamOptions
+from inferlane.endpoints import EndpointStore
 from inferlane.metrics.gateway import GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot, Router
 
@@ -19,6 +20,7 @@ from inferlane.routing.router import GatewaySnapshot, Router
 class GatewayState:
     snapshot: GatewaySnapshot
     upstream: UpstreamPool
+    endpoints: EndpointStore = field(default_factory=EndpointStore)
     upstream_options: UpstreamOptions = field(default_factory=UpstreamOptions)
     router: Router = field(default_factory=Router)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)

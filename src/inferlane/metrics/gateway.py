@@ -74,6 +74,29 @@ class GatewayMetrics:
             ["pool"],
             registry=r,
         )
+        self.picker_duration = Histogram(
+            "inferlane_picker_duration_seconds",
+            "Time to route and pick an endpoint for one request (filters, scorers, picker).",
+            ["pool"],
+            buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2),
+            registry=r,
+        )
+        self.ttft_prediction_ratio = Histogram(
+            "inferlane_ttft_prediction_ratio",
+            "Observed / predicted time to first token of streamed requests whose pool's profile "
+            "predicts it (1.0 = exact).",
+            ["pool"],
+            buckets=(0.25, 0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2.0, 4.0, 8.0),
+            registry=r,
+        )
+        self.prefix_match_ratio = Histogram(
+            "inferlane_prefix_index_match_ratio",
+            "Share of the prompt's blocks the prefix index expected cached on the chosen endpoint "
+            "(pools whose profile scores prefix-cache affinity); mean = hit ratio.",
+            ["pool"],
+            buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+            registry=r,
+        )
         self.config_reloads = Counter(
             "inferlane_config_reloads",
             "Config reload attempts by result (success, rejected).",

@@ -3,8 +3,8 @@
 This is the whole "where does this request go" step, pure and synchronous, so every data plane
 (our aiohttp proxy, an Envoy ext_proc server later) asks the same question the same way:
 
-    facts ──► RouteTable.match ──► weighted backendRef ──► InferenceModelRewrite ──► Picker
-              (404 if none)        (503 if all zero)                                  (503 if none)
+    facts ──► RouteTable.match ──► weighted backendRef ──► InferenceModelRewrite ──► Scheduler
+              (404 if none)        (503 if all zero)                                (503 if none)
 
 Randomness comes from an injected ``random.Random`` so tests can pin it.
 """
@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 
 from inferlane.errors import ModelNotFound, NoEndpointAvailable, NotFound
 from inferlane.routing.match import RequestFacts, RouteTable, RuleMatch
+from inferlane.routing.prompt import PromptFacts
 from inferlane.routing.rules import CompiledRule
+from inferlane.scheduling.framework import PickResult
 from inferlane.scheduling.interfaces import Endpoint, PickRequest
 from inferlane.scheduling.pool import PoolRuntime
 
 MODEL_HEADER = "x-gateway-model-name"
+NO_PROMPT = PromptFacts(text="", prompt_tokens=0, max_tokens=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class RoutingDecision:
     requested_model: str
     upstream_model: str
     upstream_path: str
+    pick: PickResult  # the scheduler's explanation (candidates, scores, predicted TTFT)
+    prompt: PromptFacts
 
     @property
     def model_rewritten(self) -> bool:
@@ -80,7 +85,11 @@ class Router:
         *,
         model: str,
         request_id: str,
+        prompt: PromptFacts = NO_PROMPT,
+        now: float = 0.0,
+        explain: int = 1,
     ) -> RoutingDecision:
+        """Route one request; ``now`` is the caller's monotonic clock (for staleness, TTLs)."""
         hit = listener.routes.match(facts)
         if hit is None:
             if model:
@@ -96,10 +105,16 @@ class Router:
             )
         pool = snapshot.pools[rule.backends.choose(self._random.random())]
         upstream_model = pool.rewrites.rewrite(model, self._random.random()) if model else model
-        endpoint = pool.picker.pick(
-            PickRequest(request_id=request_id, model=upstream_model, headers=facts.headers),
+        pick = pool.scheduler.schedule(
+            PickRequest(
+                request_id=request_id, model=upstream_model, headers=facts.headers,
+                prompt=prompt.text, prompt_tokens=prompt.prompt_tokens,
+                max_tokens=prompt.max_tokens, now=now,
+            ),
             pool.endpoints,
+            explain=explain,
         )
+        endpoint = pick.endpoint
         if endpoint is None:
             raise NoEndpointAvailable(
                 f"InferencePool {pool.key} has no endpoint available for model '{model}'."
@@ -111,6 +126,8 @@ class Router:
             requested_model=model,
             upstream_model=upstream_model,
             upstream_path=_upstream_path(rule, rule_match, facts.path),
+            pick=pick,
+            prompt=prompt,
         )
 
 

@@ -1,11 +1,15 @@
-"""A pool at run time: its endpoints, its picker and its model rewrites."""
+"""A pool at run time: its endpoints, its scheduler and its model rewrites."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from inferlane.routing.rewrite import ModelRewriteTable
-from inferlane.scheduling.interfaces import Endpoint, Picker
+from inferlane.scheduling.framework import Scheduler
+from inferlane.scheduling.interfaces import Endpoint
+
+# Modes whose profile reads nothing the scraper provides: their endpoints are not scraped.
+METRIC_FREE_MODES = frozenset({"round-robin", "random"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +17,10 @@ class PoolRuntime:
     key: str  # "namespace/name"
     name: str
     endpoints: tuple[Endpoint, ...]
-    picker: Picker
+    scheduler: Scheduler
     rewrites: ModelRewriteTable
-    load_balancing: str = "round-robin"
+    load_balancing: str = "default"
+    # What the scheduler was built from; an unchanged spec keeps its scheduler (and what it has
+    # learned: prefix index, sessions) across reloads.
+    scheduler_spec: str = ""
+    needs_metrics: bool = True

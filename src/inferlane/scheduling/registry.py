@@ -7,9 +7,9 @@
   ``inferlane.dev/load-balancing``, each a built-in profile written as (plugin type, weight)
   pairs, exactly what an EndpointPickerConfig profile would say:
 
-  - ``round-robin`` (the default when a pool has no annotation, for now), ``random``,
+  - ``round-robin``, ``random``,
     ``least-request`` (power of two choices on in-flight + waiting): no filters, no scorers;
-  - ``default``: saturation-filter → queue 2, kv-cache 2, prefix-cache 3, lora-affinity 1 →
+  - ``default`` (used when a pool has no annotation): saturation-filter → queue 2, kv-cache 2, prefix-cache 3, lora-affinity 1 →
     max-score-picker (upstream's common weights plus LoRA affinity);
   - ``predicted-latency``: saturation-filter → predicted-latency 3, prefix-cache 1, kv-cache 2,
     lora-affinity 1 → max-score-picker.
@@ -107,7 +107,7 @@ _PLUGINS: dict[str, PluginFactory] = {
     "single-profile-handler": _profile_handler,
 }
 
-DEFAULT_LOAD_BALANCING: Final = "round-robin"
+DEFAULT_LOAD_BALANCING: Final = "default"
 Recipe = tuple[tuple[str, float | None], ...]  # (plugin type, scorer weight or None)
 
 BUILTIN_PROFILES: Final[Mapping[str, Recipe]] = {

@@ -60,7 +60,7 @@ def test_pool_errors(world: World, path: tuple[Any, ...], value: Any, where: str
 
 
 @pytest.mark.parametrize(("annotation", "expected"),
-                         [(DELETE, "round-robin"), ("round-robin", "round-robin"),
+                         [(DELETE, "default"), ("round-robin", "round-robin"),
                           ("random", "random")])
 def test_pool_load_balancing(world: World, annotation: str, expected: str) -> None:
     pool = world.load([("pool", LB, annotation)]).inference_pools[0]

@@ -134,8 +134,8 @@ def test_bundled_default_config_is_valid() -> None:
         ("llama-0", "127.0.0.1", 18000, "llama"), ("llama-1", "127.0.0.1", 18001, "llama"),
         ("qwen-0", "127.0.0.1", 18002, "qwen"), ("qwen-1", "127.0.0.1", 18003, "qwen")]
     llama, qwen = bundle.inference_pools
-    assert (llama.name, llama.load_balancing) == ("llama-pool", "round-robin")
-    assert (qwen.name, qwen.load_balancing) == ("qwen-pool", "random")
+    assert (llama.name, llama.load_balancing) == ("llama-pool", "default")
+    assert (qwen.name, qwen.load_balancing) == ("qwen-pool", "least-request")
     assert [s.name for s in bundle.servers_for(llama)] == ["llama-0", "llama-1"]
     route = bundle.http_routes[0]
     assert [m.headers[0].value for m in route.spec.rules[0].matches] == [

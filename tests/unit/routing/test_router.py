@@ -41,7 +41,9 @@ spec: {address: "10.0.0.7", models: [model-b, model-b-lora]}
 ---
 apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
-metadata: {name: pool-a}
+metadata:
+  name: pool-a
+  annotations: {inferlane.dev/load-balancing: round-robin}
 spec:
   selector: {matchLabels: {app: a}}
   targetPorts: [{number: 8000}]

@@ -46,7 +46,7 @@ def fleet(*waiting: int, now: float = 0.0) -> list[EndpointState]:
 
 def test_annotation_modes_match_the_config_model() -> None:
     assert set(registry.BUILTIN_PROFILES) == set(get_args(LoadBalancing))
-    assert registry.DEFAULT_LOAD_BALANCING == DEFAULT_LOAD_BALANCING == "round-robin"
+    assert registry.DEFAULT_LOAD_BALANCING == DEFAULT_LOAD_BALANCING == "default"
 
 
 def test_every_plugin_type_is_listed_in_the_config_reference() -> None:

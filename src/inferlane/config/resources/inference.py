@@ -35,7 +35,7 @@ LOAD_BALANCING_ANNOTATION: Final = ANNOTATION_PREFIX + "load-balancing"
 PICKER_CONFIG_ANNOTATION: Final = ANNOTATION_PREFIX + "endpoint-picker-config"
 # Keep in step with scheduling.registry.BUILTIN_PROFILES (a unit test checks).
 LoadBalancing = Literal["round-robin", "random", "least-request", "default", "predicted-latency"]
-DEFAULT_LOAD_BALANCING: Final[LoadBalancing] = "round-robin"
+DEFAULT_LOAD_BALANCING: Final[LoadBalancing] = "default"
 
 
 class InferencePoolSelector(StrictModel):
@@ -104,9 +104,9 @@ class InferencePool(Resource):
     """A pool of model servers that routes send traffic to.
 
     Annotations (inferlane extensions): ``inferlane.dev/load-balancing`` picks a built-in
-    scheduling profile: ``round-robin`` (default), ``random``, ``least-request`` (power of two
-    choices), ``default`` (inference-aware: saturation filter; queue, KV-cache, prefix-cache
-    and LoRA-affinity scorers) or ``predicted-latency`` (lowest predicted time to first token,
+    scheduling profile: ``default`` (the default; inference-aware: saturation filter; queue,
+    KV-cache, prefix-cache and LoRA-affinity scorers), ``round-robin``, ``random``,
+    ``least-request`` (power of two choices) or ``predicted-latency`` (lowest predicted time to first token,
     plus prefix-cache, KV-cache and LoRA-affinity scorers).
     ``inferlane.dev/endpoint-picker-config: <name>`` names an EndpointPickerConfig in the same
     namespace instead, and takes precedence.
