@@ -106,8 +106,8 @@ class InferencePool(Resource):
     Annotations (inferlane extensions): ``inferlane.dev/load-balancing`` picks a built-in
     scheduling profile: ``default`` (the default; inference-aware: saturation filter; queue,
     KV-cache, prefix-cache and LoRA-affinity scorers), ``round-robin``, ``random``,
-    ``least-request`` (power of two choices) or ``predicted-latency`` (lowest predicted time to first token,
-    plus prefix-cache, KV-cache and LoRA-affinity scorers).
+    ``least-request`` (power of two choices) or ``predicted-latency`` (lowest predicted time to
+    first token, plus prefix-cache, KV-cache and LoRA-affinity scorers).
     ``inferlane.dev/endpoint-picker-config: <name>`` names an EndpointPickerConfig in the same
     namespace instead, and takes precedence.
     """
