@@ -10,7 +10,8 @@
   - ``round-robin``, ``random``,
     ``least-request`` (power of two choices on in-flight + waiting): no filters, no scorers;
   - ``default`` (used when a pool has no annotation): saturation-filter → queue 2,
-    kv-cache 2, prefix-cache 3, lora-affinity 1 → max-score-picker (upstream's common weights plus LoRA affinity);
+    kv-cache 2, prefix-cache 3, lora-affinity 1 → max-score-picker (upstream's common weights
+    plus LoRA affinity);
   - ``predicted-latency``: saturation-filter → predicted-latency 3, prefix-cache 1, kv-cache 2,
     lora-affinity 1 → max-score-picker.
 
