@@ -107,7 +107,7 @@ def _build_pool(
         )
         endpoints.extend(
             Endpoint(name=key(server.namespace, server.name), host=server.spec.host, port=port,
-                     engine=server.spec.engine)
+                     engine=server.spec.engine, metrics_path=server.spec.metrics_path)
             for port in ports
         )
     rules = [

@@ -100,9 +100,13 @@ class GatewayServer:
         self._state.metrics.registry.register(
             EndpointCollector(self._store, lambda: self._scraper, time.monotonic)
         )
-        self._store.sync(metrics_endpoints(self._initial))
+        scraped = metrics_endpoints(self._initial)
+        self._store.sync(scraped)
         if self._options.scrape_interval > 0:
-            self._scraper = MetricsScraper(self._store, interval=self._options.scrape_interval)
+            self._scraper = MetricsScraper(
+                self._store, interval=self._options.scrape_interval,
+                metrics_paths={e.address: e.metrics_path for e in scraped},
+            )
             self._scraper.start()
         try:
             for index, listener in enumerate(self._initial.listeners):
@@ -151,7 +155,10 @@ class GatewayServer:
                 "now, listener changes take effect after a restart",
                 snapshot.generation,
             )
-        self._store.sync(metrics_endpoints(snapshot))
+        scraped = metrics_endpoints(snapshot)
+        self._store.sync(scraped)
+        if self._scraper is not None:
+            self._scraper.metrics_paths = {e.address: e.metrics_path for e in scraped}
         self.state.swap(snapshot)
         self._loaded_at = int(time.time())
 

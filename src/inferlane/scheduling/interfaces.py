@@ -21,6 +21,7 @@ class Endpoint:
     host: str
     port: int
     engine: str = "vllm"
+    metrics_path: str = "/metrics"
 
     @property
     def address(self) -> str:
