@@ -9,12 +9,10 @@ herding on a single "least loaded" endpoint between metric updates and the cost 
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from inferlane.scheduling.interfaces import PickRequest
-from inferlane.scheduling.plugins.params import Params
+from inferlane.scheduling.plugins.picker.seeded import SeededPicker, seeded_factory
 from inferlane.scheduling.types import EndpointState
 
 
@@ -23,11 +21,8 @@ def load(state: EndpointState) -> int:
     return state.in_flight_requests + (metrics.waiting if metrics is not None else 0)
 
 
-class LeastRequestPicker:
-    __slots__ = ("_random",)
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._random = rng or random.Random()
+class LeastRequestPicker(SeededPicker):
+    __slots__ = ()
 
     def pick(self, request: PickRequest, candidates: Sequence[EndpointState],
              totals: Sequence[float]) -> int | None:
@@ -38,8 +33,4 @@ class LeastRequestPicker:
         return first if load(candidates[first]) <= load(candidates[second]) else second
 
 
-def factory(name: str, params: Mapping[str, Any]) -> LeastRequestPicker:
-    p = Params(name or "least-request-picker", params)
-    plugin = LeastRequestPicker(random.Random(p.seed()))
-    p.done()
-    return plugin
+factory = seeded_factory(LeastRequestPicker, "least-request-picker", upstream_list_size=False)

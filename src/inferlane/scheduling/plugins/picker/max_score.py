@@ -7,22 +7,17 @@ no preference (e.g. before the first scrape). Parameter ``seed`` pins the random
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from inferlane.scheduling.interfaces import PickRequest
-from inferlane.scheduling.plugins.params import Params
+from inferlane.scheduling.plugins.picker.seeded import SeededPicker, seeded_factory
 from inferlane.scheduling.types import EndpointState
 
 TIE_TOLERANCE = 1e-9
 
 
-class MaxScorePicker:
-    __slots__ = ("_random",)
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._random = rng or random.Random()
+class MaxScorePicker(SeededPicker):
+    __slots__ = ()
 
     def pick(self, request: PickRequest, candidates: Sequence[EndpointState],
              totals: Sequence[float]) -> int | None:
@@ -33,9 +28,4 @@ class MaxScorePicker:
         return best[0] if len(best) == 1 else best[self._random.randrange(len(best))]
 
 
-def factory(name: str, params: Mapping[str, Any]) -> MaxScorePicker:
-    p = Params(name or "max-score-picker", params)
-    p.optional_integer("maxNumOfEndpoints", minimum=1)  # upstream: fallback list size; unused
-    plugin = MaxScorePicker(random.Random(p.seed()))
-    p.done()
-    return plugin
+factory = seeded_factory(MaxScorePicker, "max-score-picker")

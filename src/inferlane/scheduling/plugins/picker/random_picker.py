@@ -5,29 +5,19 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from inferlane.scheduling.interfaces import PickRequest
-from inferlane.scheduling.plugins.params import Params
+from inferlane.scheduling.plugins.picker.seeded import SeededPicker, seeded_factory
 from inferlane.scheduling.types import EndpointState
 
 
-class RandomPicker:
-    __slots__ = ("_random",)
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._random = rng or random.Random()
+class RandomPicker(SeededPicker):
+    __slots__ = ()
 
     def pick(self, request: PickRequest, candidates: Sequence[EndpointState],
              totals: Sequence[float]) -> int | None:
         return self._random.randrange(len(candidates)) if candidates else None
 
 
-def factory(name: str, params: Mapping[str, Any]) -> RandomPicker:
-    p = Params(name or "random-picker", params)
-    p.optional_integer("maxNumOfEndpoints", minimum=1)  # upstream: fallback list size; unused
-    plugin = RandomPicker(random.Random(p.seed()))
-    p.done()
-    return plugin
+factory = seeded_factory(RandomPicker, "random-picker")

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from inferlane.scheduling.interfaces import PickRequest
-from inferlane.scheduling.plugins.params import Params
+from inferlane.scheduling.plugins.picker.seeded import SeededPicker, seeded_factory
 from inferlane.scheduling.types import EndpointState
 
 
-class WeightedRandomPicker:
-    __slots__ = ("_random",)
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._random = rng or random.Random()
+class WeightedRandomPicker(SeededPicker):
+    __slots__ = ()
 
     def pick(self, request: PickRequest, candidates: Sequence[EndpointState],
              totals: Sequence[float]) -> int | None:
@@ -37,9 +32,4 @@ class WeightedRandomPicker:
         return min(index, len(totals) - 1)
 
 
-def factory(name: str, params: Mapping[str, Any]) -> WeightedRandomPicker:
-    p = Params(name or "weighted-random-picker", params)
-    p.optional_integer("maxNumOfEndpoints", minimum=1)  # upstream: fallback list size; unused
-    plugin = WeightedRandomPicker(random.Random(p.seed()))
-    p.done()
-    return plugin
+factory = seeded_factory(WeightedRandomPicker, "weighted-random-picker")
