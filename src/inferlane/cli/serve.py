@@ -71,7 +71,7 @@ class Assembly:
         previous = self.server.state.snapshot if self.server is not None else None
         return build_snapshot(
             bundle, generation=generation, max_body_bytes=self._args.max_body_bytes,
-            states=self.store.states, previous=previous,
+            states=self.store.states, previous=previous, stale_after=self._args.stale_after,
         )
 
     def make_server(self, snapshot: GatewaySnapshot, *, host: str,

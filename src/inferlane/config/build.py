@@ -37,6 +37,7 @@ def build_snapshot(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     states: StatesFn = bare_states,
     previous: GatewaySnapshot | None = None,
+    stale_after: float | None = None,
 ) -> GatewaySnapshot:
     """Resolve ``bundle``; ``states`` feeds the schedulers (the data layer's store).
 
@@ -47,7 +48,7 @@ def build_snapshot(
     pools = {}
     for pool in bundle.inference_pools:
         pool_key = key(pool.namespace, pool.name)
-        pools[pool_key] = _build_pool(pool, bundle, states, old_pools.get(pool_key))
+        pools[pool_key] = _build_pool(pool, bundle, states, old_pools.get(pool_key), stale_after)
     listeners: list[Listener] = []
     catch_all_pools: set[str] = set()
     routed_pools: set[str] = set()
@@ -97,7 +98,8 @@ def build_snapshot(
 
 
 def _build_pool(
-    pool: InferencePool, bundle: ConfigBundle, states: StatesFn, old: PoolRuntime | None
+    pool: InferencePool, bundle: ConfigBundle, states: StatesFn, old: PoolRuntime | None,
+    stale_after: float | None,
 ) -> PoolRuntime:
     endpoints: list[Endpoint] = []
     for server in bundle.servers_for(pool):
@@ -123,7 +125,8 @@ def _build_pool(
     if old is not None and old.scheduler_spec == spec:
         scheduler = old.scheduler
     else:
-        scheduler = build_scheduler(pool.load_balancing, config=config, states=states)
+        scheduler = build_scheduler(pool.load_balancing, config=config, states=states,
+                                    stale_after=stale_after)
     return PoolRuntime(
         key=key(pool.namespace, pool.name),
         name=pool.name,

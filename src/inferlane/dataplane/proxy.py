@@ -272,20 +272,20 @@ class InferenceProxy:
                               decode_seconds=last - first)
         else:
             store.on_complete(endpoint, expected_tokens)
-        if timing.first_chunk is None:
-            return
-        ttft = timing.first_chunk - timing.dispatched
+        metrics = self._state.metrics
         match = _prefix_match(decision)
+        if match is not None:
+            metrics.child(metrics.prefix_match_ratio, decision.pool.key).observe(match)
+        if timing.first_chunk is None:
+            return  # not streamed: no time to first token to learn from
+        ttft = timing.first_chunk - timing.dispatched
         uncached = round(decision.prompt.prompt_tokens * (1.0 - (match or 0.0)))
         store.on_first_token(endpoint, uncached_prompt_tokens=uncached, seconds=ttft)
-        metrics = self._state.metrics
         predicted = decision.pick.predicted_ttft
         if predicted is not None and predicted > 0:
             metrics.child(metrics.ttft_prediction_ratio, decision.pool.key).observe(
                 ttft / predicted
             )
-        if match is not None:
-            metrics.child(metrics.prefix_match_ratio, decision.pool.key).observe(match)
 
     async def _relay_stream(
         self,

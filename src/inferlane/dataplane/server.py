@@ -67,7 +67,8 @@ class GatewayServer:
                  store: EndpointStore | None = None) -> None:
         self._options = options or ServerOptions()
         self._initial = snapshot
-        self._store = store or EndpointStore()
+        # Not `store or ...`: an empty store is falsy (it has __len__) but must still be used.
+        self._store = store if store is not None else EndpointStore()
         self._scraper: MetricsScraper | None = None
         self._runners: list[web.AppRunner] = []
         self._ports: dict[str, int] = {}

@@ -213,8 +213,15 @@ def assemble_profile(name: str,
 # -- load-balancing modes and EndpointPickerConfig ----------------------------------------------
 
 
-def builtin_profile(mode: str, params: Mapping[str, Any] | None = None) -> SchedulingProfile:
-    """The built-in profile of a load-balancing mode; ``params`` go to its picker (``seed``)."""
+_STALENESS_FILTERS = frozenset({"saturation-filter", "stale-filter"})
+
+
+def builtin_profile(mode: str, params: Mapping[str, Any] | None = None, *,
+                    stale_after: float | None = None) -> SchedulingProfile:
+    """The built-in profile of a load-balancing mode; ``params`` go to its picker (``seed``).
+
+    ``stale_after`` (the gateway's ``--stale-after``) sets the filters' staleness threshold.
+    """
     try:
         recipe = BUILTIN_PROFILES[mode]
     except KeyError:
@@ -223,19 +230,24 @@ def builtin_profile(mode: str, params: Mapping[str, Any] | None = None) -> Sched
     plugins: list[tuple[str, object, float | None]] = []
     for type_name, weight in recipe:
         plugin_params = params if type_name.endswith("-picker") else None
+        if type_name in _STALENESS_FILTERS and stale_after is not None:
+            plugin_params = {"metricsStalenessThreshold": stale_after}
         plugins.append((type_name, build_plugin(type_name, type_name, plugin_params), weight))
     return assemble_profile(mode, plugins)
 
 
-def profile_from_config(config: EndpointPickerConfig,
-                        profile: str | None = None) -> SchedulingProfile:
+def profile_from_config(config: EndpointPickerConfig, profile: str | None = None, *,
+                        stale_after: float | None = None) -> SchedulingProfile:
     """The named profile (default: the first) of a validated EndpointPickerConfig.
 
     A ``saturationDetector`` section supplies the defaults of every ``saturation-filter``'s
     parameters (``queueDepthThreshold`` → ``queueThreshold``, ``kvCacheUtilThreshold`` →
-    ``kvThreshold``, ``metricsStalenessThreshold``).
+    ``kvThreshold``, ``metricsStalenessThreshold``); ``stale_after`` (the gateway's
+    ``--stale-after``) is the staleness default below both.
     """
     detector: dict[str, Any] = {}
+    if stale_after is not None:
+        detector["metricsStalenessThreshold"] = stale_after
     if config.saturation_detector is not None:
         sd = config.saturation_detector
         for key, value in (("queueThreshold", sd.queue_depth_threshold),
@@ -249,6 +261,9 @@ def profile_from_config(config: EndpointPickerConfig,
         params = dict(spec.parameters or {})
         if spec.type == "saturation-filter":
             params = {**detector, **params}
+        elif spec.type == "stale-filter" and "metricsStalenessThreshold" in detector:
+            params = {"metricsStalenessThreshold": detector["metricsStalenessThreshold"],
+                      **params}
         instances[name] = build_plugin(spec.type, name, params)
     profiles = config.scheduling_profiles
     chosen = profiles[0] if profile is None else next(
@@ -266,9 +281,11 @@ def profile_from_config(config: EndpointPickerConfig,
 def build_scheduler(mode: str = DEFAULT_LOAD_BALANCING, *,
                     config: EndpointPickerConfig | None = None,
                     states: StatesFn = bare_states,
-                    params: Mapping[str, Any] | None = None) -> Scheduler:
+                    params: Mapping[str, Any] | None = None,
+                    stale_after: float | None = None) -> Scheduler:
     """The Scheduler of one pool: from its EndpointPickerConfig if any, else its mode."""
-    profile = profile_from_config(config) if config is not None else builtin_profile(mode, params)
+    profile = (profile_from_config(config, stale_after=stale_after) if config is not None
+               else builtin_profile(mode, params, stale_after=stale_after))
     return Scheduler(profile, states)
 
 
