@@ -14,7 +14,7 @@ from inferlane import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    from inferlane.cli import demo, serve, validate
+    from inferlane.cli import bench, demo, serve, validate
     from inferlane.sim import command as sim
 
     parser = argparse.ArgumentParser(
@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.configure_parser(commands.add_parser(
         "sim", help="run simulated vLLM-compatible model servers",
         description="Run N simulated vLLM-compatible model servers on consecutive ports."))
+    bench.configure_parser(commands.add_parser(
+        "bench", help="compare load-balancing modes on a simulated fleet",
+        description="Run the same seeded workload through each load-balancing mode on a fresh "
+                    "simulated fleet and print TTFT, latency, throughput and cache hits."))
     demo.configure_parser(commands.add_parser(
         "demo", help="run a simulated fleet behind the gateway and show what it does",
         description="Start a simulated fleet and the gateway with the bundled example config."))

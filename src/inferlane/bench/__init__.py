@@ -1,0 +1,1 @@
+"""Workloads and the in-process mode comparison behind ``inferlane bench``."""
