@@ -162,9 +162,3 @@ class RouteTable(Generic[T]):
             if entry.match.matches(facts) and hostname_matches(entry.hostnames, facts.host):
                 return entry.match, entry.target
         return None
-
-    def targets(self) -> list[T]:
-        return [entry.target for entry in self._entries]
-
-    def matches(self) -> list[tuple[RuleMatch, T]]:
-        return [(entry.match, entry.target) for entry in self._entries]

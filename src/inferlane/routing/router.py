@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from inferlane.errors import ModelNotFound, NoEndpointAvailable, NotFound
 from inferlane.routing.match import RequestFacts, RouteTable, RuleMatch
@@ -44,7 +44,6 @@ class GatewaySnapshot:
     pools: Mapping[str, PoolRuntime]
     models: tuple[str, ...]  # what GET /v1/models lists
     max_body_bytes: int = 10 * 1024 * 1024
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     def listener(self, name: str) -> Listener | None:
         for listener in self.listeners:

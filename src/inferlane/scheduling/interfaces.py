@@ -1,16 +1,15 @@
-"""The endpoint-picking seam: what a picker is given and what it returns.
+"""What endpoint picking is about: the endpoints of a pool and the request being placed.
 
-Sits after routing in the request path: routing has chosen an InferencePool, the picker chooses
-one of the pool's endpoints. Pickers are pure (no sockets, no clock, no global state): they get
-the request's facts and the candidate endpoints and return a decision, so the same code runs in
-our own data plane and, later, behind Envoy's ext_proc.
+Sits after routing in the request path: routing has chosen an InferencePool, its Scheduler
+(``scheduling.framework``) chooses one of the pool's endpoints. Scheduling is pure (no sockets,
+no clock, no global state), so the same code runs in our own data plane and, later, behind
+Envoy's ext_proc.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +38,3 @@ class PickRequest:
     prompt_tokens: int = 0  # estimate (~4 characters per token)
     max_tokens: int | None = None  # requested output cap, if any
     now: float = 0.0  # monotonic seconds, supplied by the caller (pickers read no clock)
-
-
-class Picker(Protocol):
-    """Chooses one endpoint for a request; ``None`` when no candidate is acceptable."""
-
-    def pick(self, request: PickRequest, endpoints: Sequence[Endpoint]) -> Endpoint | None: ...

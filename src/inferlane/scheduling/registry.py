@@ -23,9 +23,10 @@
   keeps ``predicted-latency`` stable near saturation (its TTFT model does not see requests
   blocked on KV space): without it p50 rose to 0.12-0.27 s at 70 req/s, with it 0.027 s.
 
-Entry points for the gateway: ``build_scheduler(mode, config=..., states=...)`` (an
-EndpointPickerConfig, when given, wins over the mode), or ``build_picker(mode)`` for the old
-picker seam. Building never touches I/O.
+Entry point for the gateway: ``build_scheduler(mode, config=..., states=...)`` (an
+EndpointPickerConfig, when given, wins over the mode). Third parties add filters, scorers and
+pickers with ``register_plugin`` and use them from an EndpointPickerConfig. Building never
+touches I/O.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from inferlane.scheduling.framework import (
     WeightedScorer,
     bare_states,
 )
-from inferlane.scheduling.interfaces import Picker as EndpointPicker
 from inferlane.scheduling.plugins.filter import saturation, stale
 from inferlane.scheduling.plugins.picker import (
     least_request,
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
     from inferlane.config.resources.picker_config import EndpointPickerConfig
 
 PluginFactory = Callable[[str, Mapping[str, Any]], object]
-PickerFactory = Callable[[str, Mapping[str, Any]], EndpointPicker]
 
 
 class ProfileHandlerPlaceholder:
@@ -133,7 +132,6 @@ BUILTIN_PROFILES: Final[Mapping[str, Recipe]] = {
     ),
 }
 
-_PICKERS: dict[str, PickerFactory] = {}  # third-party load-balancing modes
 
 
 # -- plugins ----------------------------------------------------------------------------------
@@ -226,7 +224,7 @@ def builtin_profile(mode: str, params: Mapping[str, Any] | None = None, *,
         recipe = BUILTIN_PROFILES[mode]
     except KeyError:
         raise ValueError(f"unknown load-balancing mode {mode!r} (known: "
-                         f"{', '.join(picker_types())})") from None
+                         f"{', '.join(sorted(BUILTIN_PROFILES))})") from None
     plugins: list[tuple[str, object, float | None]] = []
     for type_name, weight in recipe:
         plugin_params = params if type_name.endswith("-picker") else None
@@ -289,47 +287,16 @@ def build_scheduler(mode: str = DEFAULT_LOAD_BALANCING, *,
     return Scheduler(profile, states)
 
 
-# -- the endpoint-picker seam (kept for callers of the pre-framework API) ---------------------
-
-
-def register_picker(type_name: str, factory: PickerFactory) -> None:
-    """Add a load-balancing mode implemented directly as an endpoint picker."""
-    if type_name in _PICKERS or type_name in BUILTIN_PROFILES:
-        raise ValueError(f"picker type {type_name!r} is already registered")
-    _PICKERS[type_name] = factory
-
-
-def picker_types() -> tuple[str, ...]:
-    """Every load-balancing mode: the built-in profiles and registered pickers."""
-    return tuple(sorted({*BUILTIN_PROFILES, *_PICKERS}))
-
-
-def build_picker(type_name: str, name: str = "", params: Mapping[str, Any] | None = None, *,
-                 states: StatesFn = bare_states) -> EndpointPicker:
-    """An endpoint picker for a load-balancing mode (a Scheduler for the built-in ones)."""
-    if type_name in BUILTIN_PROFILES:
-        return Scheduler(builtin_profile(type_name, params), states)
-    factory = _PICKERS.get(type_name)
-    if factory is None:
-        raise ValueError(f"unknown picker type {type_name!r} (known: "
-                         f"{', '.join(picker_types())})")
-    return factory(name, params or {})
-
-
 __all__ = [
     "BUILTIN_PROFILES",
     "DEFAULT_LOAD_BALANCING",
-    "PickerFactory",
     "PluginFactory",
     "assemble_profile",
-    "build_picker",
     "build_plugin",
     "build_scheduler",
     "builtin_profile",
-    "picker_types",
     "plugin_roles",
     "plugin_types",
     "profile_from_config",
-    "register_picker",
     "register_plugin",
 ]

@@ -7,7 +7,7 @@ passed in by the caller (``PickRequest.now``), never read from a clock here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from inferlane.scheduling.interfaces import Endpoint
 
@@ -44,7 +44,6 @@ class EndpointState:
     scrape_errors: int = 0  # consecutive failed scrapes
     ewma_prefill_seconds_per_token: float | None = None
     ewma_decode_seconds_per_token: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def is_stale(self, now: float, threshold: float) -> bool:
         return self.metrics is None or now - self.metrics.scraped_at > threshold

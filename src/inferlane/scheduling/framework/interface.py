@@ -9,9 +9,7 @@ One request's trip through a pool's scheduler (see ``profile.py`` and ``schedule
 Each extension point is one small protocol; a plugin implements one or more of them and the
 profile slots it by the methods it has (upstream llm-d does the same with Go interfaces).
 
-Not to be confused with ``interfaces.Picker``: that is the *endpoint-picking seam* the router calls
-(``pick(request, endpoints) -> Endpoint | None``), implemented by ``Scheduler``. The ``Picker``
-here is the last plugin of a profile: it chooses among already scored candidates.
+The ``Picker`` here is the last plugin of a profile: it chooses among already scored candidates.
 
 Every plugin is pure apart from its own bounded memory: no sockets, no clock (time comes in
 ``PickRequest.now``), randomness from an injected or seeded ``random.Random``.

@@ -1,9 +1,8 @@
 """The per-pool Scheduler: endpoint states in, one decision (and its explanation) out.
 
-It implements the router's seam (``interfaces.Picker.pick``) so a pool's ``picker`` can be a
-Scheduler, and adds ``schedule`` for callers that want the explanation (``PickResult``): the
-best candidates with each scorer's score and, when the profile predicts it, the chosen
-endpoint's time to first token.
+``pick`` returns just the endpoint; ``schedule``, which the router calls, adds the explanation
+(``PickResult``): the best candidates with each scorer's score and, when the profile predicts
+it, the chosen endpoint's time to first token.
 
 Endpoint states come from a callable given at construction (the data layer's
 ``EndpointStore.states``); ``bare_states`` — states with no metrics — keeps metric-free profiles
@@ -40,7 +39,7 @@ class Scheduler:
         self._states = states
 
     def pick(self, request: PickRequest, endpoints: Sequence[Endpoint]) -> Endpoint | None:
-        """The router's seam: the chosen endpoint, or None when there is none to choose."""
+        """The chosen endpoint, or None when there is none to choose (no explanation)."""
         if not endpoints:
             return None
         run = self.profile.run(request, self._states(endpoints))
