@@ -12,19 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inferlane.config.resources import GATEWAY_GROUP, Gateway, Listener, ParentReference
+from inferlane.routing.match import wildcard_matches
 
 _HTTP_ROUTE_PROTOCOLS = ("HTTP", "HTTPS")
 
 
-def hostname_matches(pattern: str, hostname: str) -> bool:
-    """``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not ``example.com``.
-
-    ``hostname`` may itself be a wildcard; it matches when it is covered by ``pattern``.
-    """
-    if pattern.startswith("*."):
-        suffix = pattern[1:]
-        return hostname.endswith(suffix) and len(hostname) > len(suffix)
-    return pattern == hostname
+# ``hostname`` may itself be a wildcard; it matches when ``pattern`` covers it.
+hostname_matches = wildcard_matches
 
 
 def hostnames_intersect(listener_hostname: str | None, route_hostnames: Sequence[str]) -> bool:

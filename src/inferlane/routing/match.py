@@ -101,19 +101,21 @@ def _path_matches(
     return path == prefix or path.startswith(prefix + "/")
 
 
+def wildcard_matches(pattern: str, hostname: str) -> bool:
+    """Gateway API rule: ``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``,
+    not ``example.com``; anything else matches itself. Case is the caller's business."""
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return hostname.endswith(suffix) and len(hostname) > len(suffix)
+    return pattern == hostname
+
+
 def hostname_matches(patterns: Sequence[str], host: str) -> bool:
-    """Gateway API hostname match; an empty pattern list matches every host."""
+    """A request's Host header against route hostnames; an empty list matches every host."""
     if not patterns:
         return True
     host = _strip_port(host).lower()
-    for pattern in patterns:
-        if pattern.startswith("*."):
-            suffix = pattern[1:].lower()
-            if host.endswith(suffix) and len(host) > len(suffix):
-                return True
-        elif host == pattern.lower():
-            return True
-    return False
+    return any(wildcard_matches(pattern.lower(), host) for pattern in patterns)
 
 
 def _strip_port(host: str) -> str:

@@ -61,7 +61,7 @@ class Scheduler:
         state = run.candidates[run.chosen]
         predictor = self.profile.predictor
         predicted = predictor.predict_ttft(request, state) if predictor is not None else None
-        ranked = self._explained(request, run, explain)
+        ranked = self._explained(request, run, explain, predicted)
         self.profile.after_pick(request, state)  # after predicting: learn from this pick last
         return PickResult(state.endpoint, ranked, profile=self.profile.name,
                           offered=len(endpoints), eligible=len(run.candidates),
@@ -72,8 +72,9 @@ class Scheduler:
         predictor = self.profile.predictor
         return predictor.predict_ttft(request, state) if predictor is not None else None
 
-    def _explained(self, request: PickRequest, run: ProfileRun,
-                   explain: int) -> tuple[CandidateScore, ...]:
+    def _explained(self, request: PickRequest, run: ProfileRun, explain: int,
+                   chosen_ttft: float | None) -> tuple[CandidateScore, ...]:
+        """Up to ``explain`` candidates, chosen first; ``chosen_ttft`` is already predicted."""
         if explain <= 0 or run.chosen is None:
             return ()
         totals = run.totals
@@ -89,7 +90,8 @@ class Scheduler:
                 endpoint=state.endpoint,
                 total=totals[i],
                 by_scorer=tuple((name, run.scores[k][i]) for k, name in enumerate(names)),
-                predicted_ttft=(predictor.predict_ttft(request, state)
+                predicted_ttft=(chosen_ttft if i == chosen else
+                                predictor.predict_ttft(request, state)
                                 if predictor is not None else None),
             ))
         return tuple(ranked)
