@@ -62,7 +62,7 @@ NAMESPACE = "default"
 
 DEBUG = {"x-inferlane-debug": "1"}
 DEFAULT_SCORERS = ("queue-scorer", "kv-cache-utilization-scorer", "prefix-cache-scorer",
-                   "lora-affinity-scorer")
+                   "lora-affinity-scorer", "prefill-load-scorer")
 PICKER_CONFIG = "custom-picker"
 CUSTOM_PROFILE = "sticky-profile"
 CUSTOM_SCORERS = ("short-queue", "warm-prefix")

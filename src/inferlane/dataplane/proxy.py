@@ -63,6 +63,10 @@ class _StreamTiming:
     dispatched: float
     first_chunk: float | None = None
     last_chunk: float | None = None
+    # The gateway's prefill view (tracked pools only): our uncached prompt tokens and the
+    # endpoint's pending prefill tokens ahead of them at dispatch.
+    prefill_tokens: int = 0
+    prefill_ahead: int = 0
 
 
 def _prefix_match(decision: RoutingDecision) -> float | None:
@@ -209,9 +213,12 @@ class InferenceProxy:
         expected_tokens = decision.prompt.prompt_tokens + (
             decision.prompt.max_tokens or EXPECTED_OUTPUT_TOKENS
         )
-        if tracked:
-            state.endpoints.on_dispatch(endpoint, expected_tokens)
         timing = _StreamTiming(dispatched=time.monotonic())
+        if tracked:
+            timing.prefill_tokens = round(
+                decision.prompt.prompt_tokens * (1.0 - (_prefix_match(decision) or 0.0)))
+            timing.prefill_ahead = state.endpoints.on_dispatch(
+                endpoint, expected_tokens, prefill_tokens=timing.prefill_tokens)
         timeout = decision.rule.upstream_timeout
         target = decision.upstream_path
         if request.query_string:
@@ -267,24 +274,23 @@ class InferenceProxy:
         store = self._state.endpoints
         endpoint = decision.endpoint
         first, last = timing.first_chunk, timing.last_chunk
+        # No first token seen (not streamed, or failed before it): release the prefill here.
+        pending = timing.prefill_tokens if first is None else 0
         if first is not None and last is not None and usage.seen:
             store.on_complete(endpoint, expected_tokens, output_tokens=usage.completion_tokens,
-                              decode_seconds=last - first)
+                              decode_seconds=last - first, pending_prefill_tokens=pending)
         else:
-            store.on_complete(endpoint, expected_tokens)
+            store.on_complete(endpoint, expected_tokens, pending_prefill_tokens=pending)
         metrics = self._state.metrics
         match = _prefix_match(decision)
         if match is not None:
             metrics.child(metrics.prefix_match_ratio, decision.pool.key).observe(match)
-        if timing.first_chunk is None:
-            return  # not streamed: no time to first token to learn from
-        ttft = timing.first_chunk - timing.dispatched
-        uncached = round(decision.prompt.prompt_tokens * (1.0 - (match or 0.0)))
-        store.on_first_token(endpoint, uncached_prompt_tokens=uncached, seconds=ttft)
+        if first is None:
+            return  # not streamed: no time to first token to compare
         predicted = decision.pick.predicted_ttft
         if predicted is not None and predicted > 0:
             metrics.child(metrics.ttft_prediction_ratio, decision.pool.key).observe(
-                ttft / predicted
+                (first - timing.dispatched) / predicted
             )
 
     async def _relay_stream(
@@ -309,6 +315,11 @@ class InferenceProxy:
                 if first:
                     first = False
                     timing.first_chunk = timing.last_chunk
+                    if decision.pool.needs_metrics:
+                        self._state.endpoints.on_first_token(
+                            decision.endpoint, uncached_prompt_tokens=timing.prefill_tokens,
+                            seconds=timing.first_chunk - timing.dispatched,
+                            prefill_tokens_ahead=timing.prefill_ahead)
                     metrics = self._state.metrics
                     metrics.child(
                         metrics.time_to_first_token, decision.rule.label,

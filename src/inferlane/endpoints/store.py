@@ -19,6 +19,9 @@ from collections.abc import Iterable, Sequence
 from inferlane.scheduling.interfaces import Endpoint
 from inferlane.scheduling.types import EndpointState, ServerMetrics
 
+# Prefill work (tokens) below which a first token teaches nothing about the prefill rate.
+MIN_PREFILL_SAMPLE_TOKENS = 256
+
 
 class EndpointStore:
     """One ``EndpointState`` per endpoint address; see the module docstring."""
@@ -101,24 +104,48 @@ class EndpointStore:
 
     # -- the gateway's own view ---------------------------------------------------------------
 
-    def on_dispatch(self, endpoint: Endpoint, tokens: int) -> None:
-        """A request was sent to ``endpoint``; ``tokens`` = prompt + expected output tokens."""
+    def on_dispatch(self, endpoint: Endpoint, tokens: int, *, prefill_tokens: int = 0) -> int:
+        """A request was sent to ``endpoint``; ``tokens`` = prompt + expected output tokens,
+        ``prefill_tokens`` = its prompt tokens the endpoint is not expected to have cached.
+
+        Returns the prefill tokens the endpoint had pending before this request (for
+        ``on_first_token``'s ``prefill_tokens_ahead``).
+        """
         state = self.state(endpoint)
+        ahead = state.pending_prefill_tokens
         state.in_flight_requests += 1
         state.in_flight_tokens += max(tokens, 0)
+        state.pending_prefill_tokens += max(prefill_tokens, 0)
+        return ahead
 
     def on_first_token(self, endpoint: Endpoint, *, uncached_prompt_tokens: int,
-                       seconds: float) -> None:
-        """The first token arrived ``seconds`` after dispatch: learn seconds per prefill token."""
+                       seconds: float, prefill_tokens_ahead: int = 0) -> None:
+        """The first token arrived ``seconds`` after dispatch: the request's prefill
+        (``uncached_prompt_tokens``, as given to ``on_dispatch``) is done.
+
+        Learns seconds per prefill token from the prefill work that stood between dispatch and
+        this token (``prefill_tokens_ahead``, what ``on_dispatch`` returned, plus our own), after
+        taking off one engine step (the learned decode rate, which emits the token). Requests
+        with less than ``MIN_PREFILL_SAMPLE_TOKENS`` of such work teach nothing: their TTFT is
+        mostly step time and would make a cache-warm endpoint look slow at prefill.
+        """
         state = self._states.get(endpoint.address)
-        if state is None or uncached_prompt_tokens <= 0 or not _duration(seconds):
+        if state is None:
             return
+        uncached = max(uncached_prompt_tokens, 0)
+        state.pending_prefill_tokens = max(state.pending_prefill_tokens - uncached, 0)
+        work = uncached + max(prefill_tokens_ahead, 0)
+        if work < MIN_PREFILL_SAMPLE_TOKENS or not _duration(seconds):
+            return
+        step = state.ewma_decode_seconds_per_token or 0.0
         state.ewma_prefill_seconds_per_token = self._ewma(
-            state.ewma_prefill_seconds_per_token, seconds / uncached_prompt_tokens)
+            state.ewma_prefill_seconds_per_token, max(seconds - step, 0.0) / work)
 
     def on_complete(self, endpoint: Endpoint, tokens: int, *, output_tokens: int = 0,
-                    decode_seconds: float = 0.0) -> None:
-        """A request finished (or failed); ``tokens`` is what ``on_dispatch`` added.
+                    decode_seconds: float = 0.0, pending_prefill_tokens: int = 0) -> None:
+        """A request finished (or failed); ``tokens`` is what ``on_dispatch`` added and
+        ``pending_prefill_tokens`` its prefill tokens when no first token was seen (non-streamed
+        or failed before the first token), so they are released here.
 
         ``decode_seconds`` spans the first to the last output token, so it covers
         ``output_tokens - 1`` decode steps; the decode rate is learned when there is at least one.
@@ -128,6 +155,8 @@ class EndpointStore:
             return
         state.in_flight_requests = max(state.in_flight_requests - 1, 0)
         state.in_flight_tokens = max(state.in_flight_tokens - max(tokens, 0), 0)
+        state.pending_prefill_tokens = max(
+            state.pending_prefill_tokens - max(pending_prefill_tokens, 0), 0)
         if output_tokens > 1 and _duration(decode_seconds):
             state.ewma_decode_seconds_per_token = self._ewma(
                 state.ewma_decode_seconds_per_token, decode_seconds / (output_tokens - 1))

@@ -31,16 +31,19 @@ class ServerMetrics:
 class EndpointState:
     """Everything the scheduler may know about one endpoint; read-only for plugins.
 
-    ``metrics`` is the last good scrape (None before the first one). ``in_flight_*`` is the
-    gateway's own view, updated at dispatch and completion, so a picker reacts before the next
-    scrape lands. The ``ewma_*`` rates are observed from completed requests and feed the
-    predicted-latency scorer.
+    ``metrics`` is the last good scrape (None before the first one). ``in_flight_*`` and
+    ``pending_prefill_tokens`` are the gateway's own view, updated at dispatch, first token and
+    completion, so a picker reacts before the next scrape lands. The ``ewma_*`` rates are
+    observed from completed requests and feed the predicted-latency scorer.
     """
 
     endpoint: Endpoint
     metrics: ServerMetrics | None = None
     in_flight_requests: int = 0
     in_flight_tokens: int = 0  # prompt + expected output tokens of requests in flight
+    # Uncached prompt tokens of requests in flight with no first token yet: the prefill work
+    # the endpoint still has to do for us, which no scrape reports.
+    pending_prefill_tokens: int = 0
     scrape_errors: int = 0  # consecutive failed scrapes
     ewma_prefill_seconds_per_token: float | None = None
     ewma_decode_seconds_per_token: float | None = None

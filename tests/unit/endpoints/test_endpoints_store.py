@@ -140,19 +140,47 @@ def test_prefill_ewma() -> None:
     state = store.state(A)
     store.on_first_token(A, uncached_prompt_tokens=1000, seconds=0.2)  # 0.2 ms/token: seeds
     assert state.ewma_prefill_seconds_per_token == pytest.approx(0.0002)
-    store.on_first_token(A, uncached_prompt_tokens=100, seconds=0.06)  # 0.6 ms/token
+    # 300 of ours behind 700 pending: 0.6 s over 1,000 tokens = 0.6 ms/token
+    store.on_first_token(A, uncached_prompt_tokens=300, seconds=0.6, prefill_tokens_ahead=700)
     # 0.0002 + 0.25 * (0.0006 - 0.0002) = 0.0003
     assert state.ewma_prefill_seconds_per_token == pytest.approx(0.0003)
 
 
+def test_prefill_ewma_takes_off_one_step_once_the_decode_rate_is_known() -> None:
+    store = EndpointStore(ewma_alpha=1.0)
+    store.sync([A])
+    store.on_complete(A, 0, output_tokens=3, decode_seconds=0.1)  # 50 ms per step
+    store.on_first_token(A, uncached_prompt_tokens=500, seconds=0.15)
+    assert store.state(A).ewma_prefill_seconds_per_token == pytest.approx(0.1 / 500)
+
+
 @pytest.mark.parametrize(("tokens", "seconds"), [
-    (0, 0.1), (-3, 0.1), (10, -0.1), (10, math.nan), (10, math.inf),
+    (0, 0.1), (-3, 0.1), (300, -0.1), (300, math.nan), (300, math.inf),
+    (255, 0.1),  # too little prefill work to say anything about the prefill rate
 ])
 def test_prefill_ewma_ignores_unusable_samples(tokens: int, seconds: float) -> None:
     store = EndpointStore()
     store.sync([A])
     store.on_first_token(A, uncached_prompt_tokens=tokens, seconds=seconds)
     assert store.state(A).ewma_prefill_seconds_per_token is None
+
+
+def test_pending_prefill_is_released_at_first_token_or_completion() -> None:
+    store = EndpointStore()
+    store.sync([A])
+    state = store.state(A)
+    assert store.on_dispatch(A, 600, prefill_tokens=500) == 0
+    assert store.on_dispatch(A, 300, prefill_tokens=200) == 500  # what stood ahead of it
+    assert state.pending_prefill_tokens == 700
+    store.on_first_token(A, uncached_prompt_tokens=500, seconds=0.1)
+    assert state.pending_prefill_tokens == 200
+    store.on_complete(A, 600)  # its prefill was released at the first token
+    assert state.pending_prefill_tokens == 200
+    store.on_complete(A, 300, pending_prefill_tokens=200)  # failed before its first token
+    assert state.pending_prefill_tokens == 0
+    store.on_complete(A, 300, pending_prefill_tokens=999)  # never below zero
+    store.on_first_token(A, uncached_prompt_tokens=999, seconds=0.1)
+    assert state.pending_prefill_tokens == 0
 
 
 def test_decode_ewma_counts_intervals_between_tokens() -> None:

@@ -20,6 +20,7 @@ from inferlane.scheduling.plugins.filter.saturation import SaturationFilter
 from inferlane.scheduling.plugins.picker.max_score import MaxScorePicker
 from inferlane.scheduling.plugins.picker.round_robin import RoundRobinPicker
 from inferlane.scheduling.plugins.scorer.predicted_latency import PredictedLatencyScorer
+from inferlane.scheduling.plugins.scorer.prefill_load import PrefillLoadScorer
 from inferlane.scheduling.plugins.scorer.prefix_cache import PrefixCacheScorer
 from inferlane.scheduling.types import EndpointState, ServerMetrics
 
@@ -62,10 +63,11 @@ def test_every_plugin_type_is_listed_in_the_config_reference() -> None:
         ("least-request", [], [], "LeastRequestPicker"),
         ("default", ["SaturationFilter"],
          [("queue-scorer", 2.0), ("kv-cache-utilization-scorer", 2.0),
-          ("prefix-cache-scorer", 3.0), ("lora-affinity-scorer", 1.0)], "MaxScorePicker"),
+          ("prefix-cache-scorer", 3.0), ("lora-affinity-scorer", 1.0),
+          ("prefill-load-scorer", 1.0)], "MaxScorePicker"),
         ("predicted-latency", ["SaturationFilter"],
          [("predicted-latency-scorer", 3.0), ("prefix-cache-scorer", 1.0),
-          ("kv-cache-utilization-scorer", 2.0), ("lora-affinity-scorer", 1.0)],
+          ("kv-cache-utilization-scorer", 2.0), ("lora-affinity-scorer", 4.0)],
          "MaxScorePicker"),
     ],
 )
@@ -94,6 +96,15 @@ def test_predicted_latency_profile_shares_the_prefix_index_and_records_once() ->
     again = sched.schedule(PickRequest("r2", "m", prompt=prompt), ENDPOINTS)
     assert again.endpoint == result.endpoint  # the cached prefix wins
     assert again.predicted_ttft == pytest.approx(0.02)
+
+
+def test_default_profile_shares_the_prefix_index_with_the_prefill_load_scorer() -> None:
+    profile = registry.builtin_profile("default")
+    by_name = {ws.name: ws.scorer for ws in profile.scorers}
+    prefill, prefix = by_name["prefill-load-scorer"], by_name["prefix-cache-scorer"]
+    assert isinstance(prefill, PrefillLoadScorer)
+    assert isinstance(prefix, PrefixCacheScorer)
+    assert prefill.prefix_index is prefix.prefix_index
 
 
 def test_default_profile_prefers_idle_endpoints_then_cached_prefixes() -> None:

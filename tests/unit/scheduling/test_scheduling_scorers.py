@@ -11,6 +11,7 @@ from inferlane.scheduling.plugins.scorer import (
     kv_cache,
     lora_affinity,
     predicted_latency,
+    prefill_load,
     queue,
     running_requests,
     session_affinity,
@@ -27,13 +28,14 @@ def endpoint(i: int) -> Endpoint:
 def state(i: int, *, metrics: bool = True, waiting: int = 0, running: int = 0, kv: float = 0.0,
           running_loras: tuple[str, ...] = (), waiting_loras: tuple[str, ...] = (),
           max_loras: int | None = None, in_flight: int = 0, tokens: int = 0,
-          prefill: float | None = None, decode: float | None = None) -> EndpointState:
+          prefill: float | None = None, decode: float | None = None,
+          pending: int = 0) -> EndpointState:
     return EndpointState(
         endpoint(i),
         ServerMetrics(waiting=waiting, running=running, kv_usage=kv, max_loras=max_loras,
                       running_loras=frozenset(running_loras),
                       waiting_loras=frozenset(waiting_loras)) if metrics else None,
-        in_flight_requests=in_flight, in_flight_tokens=tokens,
+        in_flight_requests=in_flight, in_flight_tokens=tokens, pending_prefill_tokens=pending,
         ewma_prefill_seconds_per_token=prefill, ewma_decode_seconds_per_token=decode)
 
 
@@ -158,29 +160,29 @@ def test_session_affinity_memory_is_bounded() -> None:
 
 
 # Predicted latency. Request: 1,000 prompt tokens, no prompt text (so no prefix match).
-#   e0: waiting 2, running 4, 8 in flight -> 2 unreported -> 4 ahead; prefill 1e-4, decode 0.02
-#       TTFT = (4 * 1000 + 1000) * 1e-4 + 0.02 = 0.52
+#   e0: waiting 2, running 4, 8 in flight, 500 prefill tokens pending; prefill 1e-4, decode 0.02
+#       ahead = max(500, 2 waiting * 1000) = 2000 -> TTFT = (2000 + 1000) * 1e-4 + 0.02 = 0.32
 #   e1: idle; prefill 2e-4, decode 0.01 -> 1000 * 2e-4 + 0.01 = 0.21
-#   e2: never scraped, 1 in flight, no EWMAs (defaults 1e-4, 0.02)
-#       -> (1 * 1000 + 1000) * 1e-4 + 0.02 = 0.22
+#   e2: never scraped, 1 in flight with 1,000 prefill tokens pending, no EWMAs (1e-4, 0.02)
+#       -> ahead = max(1000, 0) -> (1000 + 1000) * 1e-4 + 0.02 = 0.22
 LATENCY_FLEET = [
-    state(0, waiting=2, running=4, in_flight=8, prefill=1e-4, decode=0.02),
+    state(0, waiting=2, running=4, in_flight=8, prefill=1e-4, decode=0.02, pending=500),
     state(1, prefill=2e-4, decode=0.01),
-    state(2, metrics=False, in_flight=1),
+    state(2, metrics=False, in_flight=1, pending=1000),
 ]
 
 
 @pytest.mark.parametrize(
     ("params", "estimates"),
     [
-        ({}, [0.52, 0.21, 0.22]),
-        # decode step scaled by the batch: e0 0.02 * (4 + 1) = 0.1 -> 0.6
-        ({"decodeScalesWithBatch": True}, [0.60, 0.21, 0.22]),
-        # requests ahead assumed 100 tokens: e0 (4*100 + 1000) * 1e-4 + 0.02 = 0.16,
-        # e2 (100 + 1000) * 1e-4 + 0.02 = 0.13
+        ({}, [0.32, 0.21, 0.22]),
+        # decode step scaled by the batch: e0 0.02 * (4 + 1) = 0.1 -> 0.4
+        ({"decodeScalesWithBatch": True}, [0.40, 0.21, 0.22]),
+        # requests ahead (2 waiting + 2 unreported on e0, 1 unreported on e2) assumed 100
+        # tokens each: e0 (4*100 + 1000) * 1e-4 + 0.02 = 0.16, e2 (100 + 1000) * 1e-4 + 0.02
         ({"queuedRequestTokens": 100}, [0.16, 0.21, 0.13]),
         ({"defaultPrefillSecondsPerToken": 0.0, "defaultDecodeSecondsPerToken": 0.5},
-         [0.52, 0.21, 0.5]),
+         [0.32, 0.21, 0.5]),
     ],
 )
 def test_predicted_latency_estimates(params: dict[str, Any], estimates: list[float]) -> None:
@@ -200,7 +202,7 @@ def test_predicted_latency_subtracts_the_cached_prefix() -> None:
     scorer.picked(req, LATENCY_FLEET[1])  # records: the scorer owns its index
     # e1: only 1000 - 992 = 8 tokens left to prefill -> 8 * 2e-4 + 0.01 = 0.0116
     assert scorer.predict_ttft(req, LATENCY_FLEET[1]) == pytest.approx(0.0116)
-    assert scorer.predict_ttft(req, LATENCY_FLEET[0]) == pytest.approx(0.52)
+    assert scorer.predict_ttft(req, LATENCY_FLEET[0]) == pytest.approx(0.32)
 
 
 def test_predicted_latency_reads_a_shared_index_without_recording() -> None:
@@ -220,3 +222,50 @@ def test_predicted_latency_parameters_are_checked() -> None:
         predicted_latency.factory("pl", {"queuedRequestTokens": 0})
     with pytest.raises(ValueError, match="unknown parameter 'decodeScaling'"):
         predicted_latency.factory("pl", {"decodeScaling": True})
+
+
+# Prefill load. Request: 1,000 prompt tokens, no prompt text (no prefix match); 300 tokens per
+# request in the batch (the default).
+#   e0: 500 pending, running 4 (scraped) vs 2 in flight -> batch 4: 500 + 1000 + 1200 = 2700
+#   e1: idle: 0 + 1000 + 0 = 1000 (the least work: score 1)
+#   e2: never scraped, 3 in flight (batch 3), 2,000 pending: 2000 + 1000 + 900 = 3900
+PREFILL_FLEET = [
+    state(0, running=4, in_flight=2, pending=500),
+    state(1),
+    state(2, metrics=False, in_flight=3, pending=2000),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "work"),
+    [
+        ({}, [2700.0, 1000.0, 3900.0]),
+        ({"runningRequestTokens": 0}, [1500.0, 1000.0, 3000.0]),
+    ],
+)
+def test_prefill_load_scorer(params: dict[str, Any], work: list[float]) -> None:
+    scorer = prefill_load.factory("", params)
+    req = request(prompt_tokens=1000)
+    assert scorer.work(req, PREFILL_FLEET) == pytest.approx(work)
+    assert scorer.score(req, PREFILL_FLEET) == pytest.approx([min(work) / w for w in work])
+    assert scorer.score(req, []) == []
+
+
+def test_prefill_load_scorer_prices_a_cache_miss_against_queued_work() -> None:
+    scorer = prefill_load.PrefillLoadScorer(running_request_tokens=0)
+    prompt = "x" * 4000  # 62 whole 64-character blocks = 992 tokens cached once recorded
+    req = request(prompt=prompt, prompt_tokens=1000)
+    warm, cold = state(0, pending=600), state(1)
+    scorer.picked(req, warm)  # records: the scorer owns its index
+    # warm: 600 pending + 8 uncached = 608; cold: 1000 uncached -> the warm endpoint wins
+    assert scorer.work(req, [warm, cold]) == pytest.approx([608.0, 1000.0])
+    busy = state(0, pending=1200)
+    # 1,208 tokens of work on the warm endpoint now outweigh re-reading the prefix elsewhere
+    assert scorer.score(req, [busy, cold]) == pytest.approx([1000 / 1208, 1.0])
+
+
+def test_prefill_load_scorer_parameters_are_checked() -> None:
+    with pytest.raises(ValueError, match="runningRequestTokens"):
+        prefill_load.factory("pl", {"runningRequestTokens": -1})
+    with pytest.raises(ValueError, match="unknown parameter 'tokensPerRequest'"):
+        prefill_load.factory("pl", {"tokensPerRequest": 1})

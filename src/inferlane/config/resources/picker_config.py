@@ -39,8 +39,9 @@ class PluginSpec(StrictModel):
     Types: filters `saturation-filter`, `stale-filter`; scorers `queue-scorer`,
     `running-requests-size-scorer`, `kv-cache-utilization-scorer` (also `kv-cache-scorer`),
     `prefix-cache-scorer`, `lora-affinity-scorer`, `token-load-scorer`,
-    `session-affinity-scorer`, `predicted-latency-scorer`; pickers `max-score-picker`,
-    `random-picker`, `weighted-random-picker`, `least-request-picker`, `round-robin-picker`;
+    `session-affinity-scorer`, `predicted-latency-scorer`, `prefill-load-scorer`;
+    pickers `max-score-picker`, `random-picker`, `weighted-random-picker`,
+    `least-request-picker`, `round-robin-picker`;
     `single-profile-handler` (accepted, no effect). Each type's parameters and formula are in
     its module docstring under `inferlane/scheduling/plugins/`.
     """

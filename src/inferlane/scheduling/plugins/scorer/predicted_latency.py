@@ -2,25 +2,25 @@
 
 For request ``r`` on endpoint ``e`` (``m`` = its last scrape, zeros before the first one)::
 
-    queue_ahead  = m.waiting + max(0, in_flight_requests - m.waiting - m.running)
-                   (queued at the server, plus what we sent that no scrape has shown yet)
     prompt       = r.prompt_tokens, or ⌈len(r.prompt) / 4⌉ when not given
     prefill      = e.ewma_prefill_seconds_per_token or defaultPrefillSecondsPerToken (1e-4)
     decode       = e.ewma_decode_seconds_per_token  or defaultDecodeSecondsPerToken  (0.02)
     step         = decode * (m.running + 1)   if decodeScalesWithBatch
                    decode                     otherwise (default)
     uncached     = max(0, prompt - prefix-index matched tokens on e)
-    queued       = queuedRequestTokens if set, else uncached
-    TTFT(r, e)   = (queue_ahead * queued + uncached) * prefill   (the requests ahead, then ours)
-                 + step                                         (the step that emits token 1)
+    ahead        = max(e.pending_prefill_tokens, m.waiting * uncached)
+                   (the uncached prompts we sent that have no first token yet — exact, no scrape
+                   lag — or, when the server reports more queued than we sent, its queue priced
+                   at our own prefill work there)
+    TTFT(r, e)   = (ahead + uncached) * prefill   (the prefill work ahead, then ours)
+                 + step                          (the step that emits token 1)
 
-``queued`` is the prefill work assumed for each request ahead. By default it is this request's
-own uncached work on ``e``: prefix-aware routing sends similar requests to the same endpoint,
-so a queue where our prefix is cached is mostly cache hits too. (Assuming full prompts instead
-made the scorer leave a warm endpoint at the first queued request and thrash the caches: in a
-simulated 8-replica run near saturation p50 TTFT was 1.0 s that way against 0.27 s this way,
-same profile.) Requests blocked on KV space are not modelled, so near saturation the estimate
-runs low; pair this scorer with ``kv-cache-utilization-scorer`` (the built-in profile does).
+With ``queuedRequestTokens`` set, ``ahead`` is instead ``queue_ahead * queuedRequestTokens`` with
+``queue_ahead = m.waiting + max(0, in_flight_requests - m.waiting - m.running)``. Requests blocked
+on KV space or on a LoRA slot are not modelled, so near saturation the estimate runs low; pair
+this scorer with ``kv-cache-utilization-scorer`` and ``lora-affinity-scorer`` (the built-in
+profile does). The learned prefill rate comes from first tokens whose prefill work ahead was at
+least 256 tokens (``EndpointStore.on_first_token``), after taking off one step.
 ``score_e = min_c TTFT(r, c) / TTFT(r, e)``: the fastest endpoint scores 1, one predicted twice
 as slow 0.5.
 
@@ -104,9 +104,14 @@ class PredictedLatencyScorer:
             decode = state.ewma_decode_seconds_per_token
             if decode is None:
                 decode = default_decode
-            uncached = prompt - cached if prompt > cached else 0
-            queued = fixed_queued if fixed_queued is not None else uncached
-            append((queue_ahead * queued + uncached) * prefill
+            uncached = prompt - cached if prompt > cached else 0.0
+            if fixed_queued is not None:
+                ahead: float = queue_ahead * fixed_queued
+            else:
+                pending = state.pending_prefill_tokens
+                scraped = waiting * uncached
+                ahead = pending if pending > scraped else scraped
+            append((ahead + uncached) * prefill
                    + (decode * (running + 1) if scales else decode))
         return out
 
