@@ -58,18 +58,15 @@ def chain_hashes(model: str, prompt: str, block_chars: int, max_blocks: int) -> 
     """The chained 64-bit hashes of the whole ``block_chars``-character blocks of ``prompt``."""
     count = min(len(prompt) // block_chars, max_blocks)
     previous = hash((_SEED, model))
-    hashes: list[int] = []
-    append = hashes.append
-    for start in range(0, count * block_chars, block_chars):
-        previous = hash((previous, prompt[start:start + block_chars]))
-        append(previous)
-    return tuple(hashes)
+    return tuple([previous := hash((previous, prompt[start:start + block_chars]))
+                  for start in range(0, count * block_chars, block_chars)])
 
 
 class PrefixIndex:
     """Per-endpoint approximate LRUs of block hashes; see the module docstring."""
 
-    __slots__ = ("_blocks", "_by_id", "_memo", "_memo_model", "_memo_prompt", "auto_tune",
+    __slots__ = ("_blocks", "_by_id", "_last_scan", "_memo", "_memo_model", "_memo_prompt",
+                 "auto_tune",
                  "block_tokens", "capacity", "chars_per_token", "max_blocks", "max_capacity",
                  "max_endpoints")
 
@@ -101,6 +98,10 @@ class PrefixIndex:
         self._memo_model = ""
         self._memo_prompt = ""
         self._memo: dict[int, tuple[int, ...]] = {}
+        # The last scan, (request, states, tokens, fractions): the scorers of one profile run
+        # that share this index (prefix-cache, prefill-load, predicted-latency) scan it once.
+        self._last_scan: tuple[PickRequest, Sequence[EndpointState], list[float],
+                               list[float]] | None = None
 
     # -- per-endpoint shape ----------------------------------------------------------------------
 
@@ -163,24 +164,28 @@ class PrefixIndex:
     def match_fractions(self, request: PickRequest,
                         states: Sequence[EndpointState]) -> list[float]:
         """Per state: matched blocks / total blocks of the request (0 for no whole block)."""
-        return self._scan(request, states, as_tokens=False)
+        return self._scan(request, states)[1]
 
     def matched_tokens(self, request: PickRequest,
                        states: Sequence[EndpointState]) -> list[float]:
         """Per state: estimated prompt tokens it would not have to prefill."""
-        return self._scan(request, states, as_tokens=True)
+        return self._scan(request, states)[0]
 
-    def _scan(self, request: PickRequest, states: Sequence[EndpointState],
-              as_tokens: bool) -> list[float]:
+    def _scan(self, request: PickRequest, states: Sequence[EndpointState]
+              ) -> tuple[list[float], list[float]]:
+        """(matched tokens, matched fractions) per state; memoised for the last call."""
+        last = self._last_scan
+        if last is not None and last[0] is request and last[1] is states:
+            return last[2], last[3]
         model, prompt = request.model, request.prompt
         if not prompt:
-            return [0.0] * len(states)
+            return [0.0] * len(states), [0.0] * len(states)
         default_tokens = self.block_tokens
         default_hashes = self.hashes(model, prompt, default_tokens)
         auto_tune = self.auto_tune
         cached = self._by_id.get
-        out: list[float] = []
-        append = out.append
+        tokens: list[float] = []
+        fractions: list[float] = []
         for state in states:
             block_tokens = default_tokens
             hashes = default_hashes
@@ -190,28 +195,26 @@ class PrefixIndex:
                         and metrics.block_size != default_tokens:
                     block_tokens = metrics.block_size
                     hashes = self.hashes(model, prompt, block_tokens)
-            if not hashes:
-                append(0.0)
-                continue
-            endpoint = state.endpoint
-            entry = cached(id(endpoint))
-            blocks = (entry[1] if entry is not None and entry[0] is endpoint
-                      else self._generations(endpoint))
-            if blocks is None:
-                append(0.0)
-                continue
-            young, old = blocks.young, blocks.old
-            first = hashes[0]
-            if first not in young and first not in old:
-                append(0.0)
-                continue
-            matched = _longest_prefix(young, old, hashes)
-            append(matched * block_tokens if as_tokens else matched / len(hashes))
-        return out
+            matched = 0
+            if hashes:
+                endpoint = state.endpoint
+                entry = cached(id(endpoint))
+                blocks = (entry[1] if entry is not None and entry[0] is endpoint
+                          else self._generations(endpoint))
+                if blocks is not None:
+                    young, old = blocks.young, blocks.old
+                    first = hashes[0]
+                    if first in young or first in old:
+                        matched = _longest_prefix(young, old, hashes)
+            tokens.append(float(matched * block_tokens))
+            fractions.append(matched / len(hashes) if matched else 0.0)
+        self._last_scan = (request, states, tokens, fractions)
+        return tokens, fractions
 
     def record(self, endpoint: Endpoint, hashes: Sequence[int],
                capacity: int | None = None) -> None:
         """Remember that ``endpoint`` now holds these blocks (see the module docstring)."""
+        self._last_scan = None
         if not hashes:
             return
         index = self._blocks
@@ -234,6 +237,7 @@ class PrefixIndex:
     def forget(self, endpoint: Endpoint) -> None:
         self._blocks.pop(endpoint, None)
         self._by_id.clear()
+        self._last_scan = None
 
     def size(self, endpoint: Endpoint) -> int:
         """Block hashes stored for ``endpoint`` (a block in both generations counts twice)."""

@@ -8,6 +8,10 @@ For one request and the pool's endpoint states::
     post-pick hooks learn about the chosen candidate (``after_pick``, called by the Scheduler
     once the decision is final)
 
+A scorer class may declare ``SCORES_IN_RANGE = True`` when its scores are in [0, 1] by
+construction (no NaN either); the profile then skips clamping them, which is most of the cost of
+a weighted sum over a few candidates. Third-party scorers are clamped unless they say so.
+
 A profile holds plugin *instances*; building them from names and parameters is the registry's
 job (``scheduling.registry``). Runs are synchronous and allocation-light: one list per scorer
 plus the totals, so a 1,000-endpoint pool costs a few list passes per scorer.
@@ -55,7 +59,7 @@ class ProfileRun:
 class SchedulingProfile:
     """An ordered pipeline of plugin instances; see the module docstring for the formula."""
 
-    __slots__ = ("filters", "name", "picker", "post_picks", "predictor", "scorers")
+    __slots__ = ("_steps", "filters", "name", "picker", "post_picks", "predictor", "scorers")
 
     def __init__(
         self,
@@ -73,6 +77,11 @@ class SchedulingProfile:
         self.picker = picker
         self.post_picks = tuple(post_picks)
         self.predictor = predictor
+        # (name, score function, weight, clamp?) per scorer: the run loop's view.
+        self._steps = tuple(
+            (ws.name, ws.scorer.score, ws.weight,
+             getattr(type(ws.scorer), "SCORES_IN_RANGE", False) is not True)
+            for ws in self.scorers)
 
     @property
     def scorer_names(self) -> tuple[str, ...]:
@@ -89,13 +98,13 @@ class SchedulingProfile:
         count = len(candidates)
         scores: list[list[float]] = []
         totals: list[float] | None = None
-        for ws in self.scorers:
-            values = _clamped(ws.scorer.score(request, candidates))
+        for name, score, weight, clamp in self._steps:
+            raw = score(request, candidates)
+            values = _clamped(raw) if clamp or not isinstance(raw, list) else raw
             if len(values) != count:
-                raise ValueError(f"scorer {ws.name!r} returned {len(values)} scores for "
+                raise ValueError(f"scorer {name!r} returned {len(values)} scores for "
                                  f"{count} candidates")
             scores.append(values)
-            weight = ws.weight
             if weight:
                 totals = ([weight * v for v in values] if totals is None
                           else [t + weight * v for t, v in zip(totals, values, strict=True)])

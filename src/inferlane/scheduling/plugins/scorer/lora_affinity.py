@@ -28,6 +28,7 @@ ACTIVE, FREE_SLOT, WAITING = 1.0, 0.8, 0.6
 
 class LoraAffinityScorer:
     __slots__ = ("adapters",)
+    SCORES_IN_RANGE = True  # see framework.profile
 
     def __init__(self, adapters: Iterable[str] = ()) -> None:
         self.adapters = frozenset(adapters)

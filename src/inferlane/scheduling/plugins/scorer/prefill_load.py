@@ -41,6 +41,7 @@ DEFAULT_RUNNING_REQUEST_TOKENS = 300
 
 class PrefillLoadScorer:
     __slots__ = ("_owns_index", "prefix_index", "running_request_tokens")
+    SCORES_IN_RANGE = True  # see framework.profile
 
     def __init__(self, *, prefix_index: PrefixIndex | None = None,
                  running_request_tokens: float = DEFAULT_RUNNING_REQUEST_TOKENS) -> None:

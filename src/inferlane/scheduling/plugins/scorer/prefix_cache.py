@@ -33,6 +33,7 @@ from inferlane.scheduling.types import EndpointState
 
 class PrefixCacheScorer:
     __slots__ = ("prefix_index",)
+    SCORES_IN_RANGE = True  # see framework.profile
 
     def __init__(self, prefix_index: PrefixIndex | None = None) -> None:
         self.prefix_index = prefix_index or PrefixIndex()

@@ -17,6 +17,7 @@ from inferlane.scheduling.types import EndpointState
 
 class RunningRequestsSizeScorer:
     __slots__ = ()
+    SCORES_IN_RANGE = True  # see framework.profile
 
     def score(self, request: PickRequest, candidates: Sequence[EndpointState]) -> list[float]:
         return fewer_is_better([s.metrics.running if s.metrics is not None else 0

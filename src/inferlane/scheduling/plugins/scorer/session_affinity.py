@@ -27,6 +27,7 @@ DEFAULT_MAX_SESSIONS = 100_000
 
 class SessionAffinityScorer:
     __slots__ = ("_sessions", "cookie", "header", "max_sessions", "ttl_seconds")
+    SCORES_IN_RANGE = True  # see framework.profile
 
     def __init__(self, *, header: str | None = DEFAULT_HEADER, cookie: str | None = None,
                  ttl_seconds: float = DEFAULT_TTL_SECONDS,

@@ -20,6 +20,7 @@ from inferlane.scheduling.types import EndpointState
 
 class TokenLoadScorer:
     __slots__ = ()
+    SCORES_IN_RANGE = True  # see framework.profile
 
     def score(self, request: PickRequest, candidates: Sequence[EndpointState]) -> list[float]:
         return fewer_is_better([s.in_flight_tokens for s in candidates])
