@@ -41,6 +41,9 @@ class ReplayOptions:
     model: str = "sim-model"
     scrape_interval: float = 0.05
     warmup_fraction: float = 0.2  # first arrivals sent but left out of the statistics
+    # Called with the simulated time every ``observe_every`` seconds (soak measurements).
+    observe: Callable[[float], None] | None = None
+    observe_every: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ class _Replica:
         self.step: StepResult | None = None  # the step in progress
 
 
-_ARRIVE, _STEP_END, _SCRAPE = 0, 1, 2
+_ARRIVE, _STEP_END, _SCRAPE, _OBSERVE = 0, 1, 2, 3
 
 
 def replay(planned: Sequence[Planned], scheduler: SchedulerFactory,
@@ -132,6 +135,8 @@ def replay(planned: Sequence[Planned], scheduler: SchedulerFactory,
     last_arrival = planned[-1].at if planned else 0.0
     for i in range(len(replicas)):  # replicas are scraped out of phase, as by a real scraper
         push(options.scrape_interval * i / len(replicas), _SCRAPE, i)
+    if options.observe is not None:
+        push(options.observe_every, _OBSERVE, 0)
     flights: dict[int, _InFlight] = {}
     completed: list[Completed] = []
     picks = [0] * len(replicas)
@@ -199,6 +204,11 @@ def replay(planned: Sequence[Planned], scheduler: SchedulerFactory,
                                                now - flight.sent_at, flight.output_tokens,
                                                flight.replica))
             start_step(index)
+        elif kind == _OBSERVE:
+            assert options.observe is not None
+            options.observe(now)
+            if now < last_arrival:  # one more observation after the last arrival
+                push(now + options.observe_every, _OBSERVE, 0)
         else:  # _SCRAPE
             engine = replicas[index].engine
             store.record_scrape(replicas[index].endpoint, ServerMetrics(
