@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 DEMO_ARGS ?= --duration 20
 PYTEST_ARGS ?=
+# Root installs system packages directly; anyone else through sudo, where there is one.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 
-.PHONY: demo test lint typecheck unit e2e bench clean
+.PHONY: demo test lint typecheck unit integration e2e system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +20,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/inferlane demo $(DEMO_ARGS)
 
-test: lint typecheck $(STAMP)
+# Services the tests start themselves (tests/conftest.py): redis-server, Debian's package.
+system-deps:
+	command -v redis-server >/dev/null || ($(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server)
+
+test: lint typecheck system-deps $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -30,7 +37,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-e2e: $(STAMP)
+integration: system-deps $(STAMP)
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: system-deps $(STAMP)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 bench: $(STAMP)

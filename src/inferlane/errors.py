@@ -5,12 +5,19 @@ The tree::
     InferlaneError                      base; never raised itself
     ├── ConfigError                     a config file is invalid (carries every ConfigIssue)
     ├── MetricsParseError               a model server's /metrics page is unreadable (→ stale)
+    ├── RateLimitBackendError           the shared rate-limit store (Redis) failed or timed out
     └── RequestError                    answered to an API client as OpenAI error JSON
         ├── BadRequest                  400 invalid_request_error  (bad JSON, bad/missing model)
         ├── NotFound                    404 invalid_request_error  (unknown path)
         ├── ModelNotFound               404 invalid_request_error  (no route serves the model)
         ├── MethodNotAllowed            405 invalid_request_error
         ├── PayloadTooLarge             413 invalid_request_error
+        ├── RateLimited                 429 rate_limit_error       (client key over its RPM/TPM)
+        ├── RequestShed                 429 server_overloaded      (sheddable, pool saturated)
+        ├── QueueFull                   503 service_unavailable    (gateway queue at its limit)
+        ├── QueueTimeout                503 service_unavailable    (waited the queue TTL)
+        ├── DeadlineExceeded            503 service_unavailable    (time budget ran out queued)
+        ├── RateLimitUnavailable        503 service_unavailable    (Redis down, FailClose)
         ├── NoEndpointAvailable         503 service_unavailable    (pool has no usable endpoint)
         ├── UpstreamConnectError        502 upstream_error         (connect/reset before a response)
         ├── UpstreamProtocolError       502 upstream_error         (upstream broke mid-response)
@@ -68,6 +75,14 @@ class MetricsParseError(InferlaneError, ValueError):
     """
 
 
+class RateLimitBackendError(InferlaneError):
+    """The rate-limit backend (Redis) could not be reached or answered with an error.
+
+    Raised by ``ratelimit.redis_backend`` with the Redis address (never its credentials); the
+    data plane decides whether to admit anyway (fail open) or refuse (fail closed).
+    """
+
+
 class RequestError(InferlaneError):
     """An error answered to the API client in OpenAI's error shape."""
 
@@ -120,6 +135,55 @@ class PayloadTooLarge(RequestError):
     status = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RateLimited(RequestError):
+    """The client key used up a requests- or tokens-per-minute budget (``Retry-After`` set)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class RequestShed(RequestError):
+    """A sheddable (negative-priority) request met a saturated pool, or was displaced from
+    the queue by higher-priority work; retry later (``Retry-After`` set)."""
+
+    status = 429
+    error_type = "server_overloaded"
+    code = "request_shed"
+
+
+class QueueFull(RequestError):
+    """The gateway's queue for the request's priority band is at its limit."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "queue_full"
+
+
+class QueueTimeout(RequestError):
+    """The request waited the queue TTL without the pool finding capacity."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "queue_timeout"
+
+
+class DeadlineExceeded(RequestError):
+    """The request's time budget ran out before it could be dispatched."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "deadline_exceeded"
+
+
+class RateLimitUnavailable(RequestError):
+    """Rate-limit state could not be read and the policy says FailClose."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "rate_limit_unavailable"
 
 
 class NoEndpointAvailable(RequestError):

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     kinds["InferencePool"] = len(bundle.inference_pools)
     kinds["ModelServer"] = len(bundle.model_servers)
     kinds["InferenceModelRewrite"] = len(bundle.model_rewrites)
+    kinds["EndpointPickerConfig"] = len(bundle.picker_configs)
+    kinds["InferenceObjective"] = len(bundle.objectives)
+    kinds["InferenceModel"] = len(bundle.inference_models)
+    kinds["RateLimitPolicy"] = len(bundle.rate_limit_policies)
     summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
     endpoints = sum(len(pool.endpoints) for pool in snapshot.pools.values())
     print(f"{args.file}: valid ({summary}; {endpoints} endpoints; "

@@ -9,18 +9,37 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 
 from inferlane.config.attachment import attached_listeners
 from inferlane.config.loader import ConfigBundle
-from inferlane.config.resources import Gateway, HTTPRoute, InferencePool
+from inferlane.config.resources import (
+    EndpointPickerConfig,
+    Gateway,
+    HTTPRoute,
+    InferenceModel,
+    InferenceObjective,
+    InferencePool,
+    RateLimitPolicy,
+    parse_duration,
+)
+from inferlane.config.resources.picker_config import (
+    DefaultBand,
+    PriorityBand,
+    parse_byte_quantity,
+)
+from inferlane.flowcontrol import BandConfig, FlowControlConfig, SaturationConfig
+from inferlane.ratelimit import Limit
 from inferlane.routing.match import PathType, RouteTable, RuleMatch, ValueMatcher
+from inferlane.routing.objectives import STANDARD, Objective, ObjectiveTable
+from inferlane.routing.rate_limits import RateLimitRuleRuntime, RateLimitRuntime, RedisBackendSpec
 from inferlane.routing.rewrite import ModelRewriteTable, RewriteRule
 from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Listener
 from inferlane.routing.rules import CompiledRule, HeaderModifier, PathRewrite
 from inferlane.routing.split import WeightedChoice
 from inferlane.scheduling.framework import StatesFn, bare_states
 from inferlane.scheduling.interfaces import Endpoint
-from inferlane.scheduling.pool import METRIC_FREE_MODES, PoolRuntime
+from inferlane.scheduling.pool import METRIC_FREE_MODES, FlowSettings, PoolRuntime
 from inferlane.scheduling.registry import build_scheduler
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -80,6 +99,7 @@ def build_snapshot(
                 name=f"{gateway.metadata.name}/{spec_listener.name}",
                 port=spec_listener.port,
                 routes=table,
+                gateway=key(gateway.namespace, gateway.name),
             ))
     for pool_key in routed_pools:
         models.update(pools[pool_key].rewrites.source_models())
@@ -94,6 +114,29 @@ def build_snapshot(
         pools=pools,
         models=tuple(sorted(models)),
         max_body_bytes=max_body_bytes,
+        rate_limits=tuple(_rate_limit(policy) for policy in bundle.rate_limit_policies),
+    )
+
+
+def _rate_limit(policy: RateLimitPolicy) -> RateLimitRuntime:
+    spec = policy.spec.rate_limit
+    targets = [(ref.kind, key(policy.namespace, ref.name)) for ref in policy.spec.target_refs]
+    redis = None
+    if spec.backend == "redis" and spec.redis is not None:
+        redis = RedisBackendSpec(url=spec.redis.url, password_env=spec.redis.password_from_env,
+                                 key_prefix=spec.redis.key_prefix,
+                                 timeout=spec.redis.timeout_ms / 1000.0)
+    return RateLimitRuntime(
+        key=key(policy.namespace, policy.name),
+        gateways=frozenset(name for kind, name in targets if kind == "Gateway"),
+        routes=frozenset(name for kind, name in targets if kind == "HTTPRoute"),
+        client_key_header=(spec.client_key.header.lower() if spec.client_key.header
+                           else None),
+        rules=tuple(RateLimitRuleRuntime(rule.name, rule.model, Limit(
+            requests_per_minute=rule.requests_per_minute,
+            tokens_per_minute=rule.tokens_per_minute)) for rule in spec.rules),
+        redis=redis,
+        fail_open=spec.failure_mode == "FailOpen",
     )
 
 
@@ -127,6 +170,13 @@ def _build_pool(
     else:
         scheduler = build_scheduler(pool.load_balancing, config=config, states=states,
                                     stale_after=stale_after)
+    rules += [
+        RewriteRule(models=(model.spec.model_name,),
+                    targets=WeightedChoice.of([(t.name, 1 if t.weight is None else t.weight)
+                                               for t in model.spec.target_models]))
+        for model in bundle.inference_models_for(pool) if model.spec.target_models
+    ]
+    needs_metrics = config is not None or pool.load_balancing not in METRIC_FREE_MODES
     return PoolRuntime(
         key=key(pool.namespace, pool.name),
         name=pool.name,
@@ -135,7 +185,73 @@ def _build_pool(
         rewrites=ModelRewriteTable.build(rules),
         load_balancing=pool.load_balancing if config is None else f"config:{config.name}",
         scheduler_spec=spec,
-        needs_metrics=config is not None or pool.load_balancing not in METRIC_FREE_MODES,
+        needs_metrics=needs_metrics,
+        objectives=_objectives(pool, bundle),
+        flow=_flow_settings(pool, config, needs_metrics, stale_after),
+    )
+
+
+def _objectives(pool: InferencePool, bundle: ConfigBundle) -> ObjectiveTable:
+    def of(resource: InferenceObjective | InferenceModel) -> Objective:
+        return Objective(resource.name, resource.priority, resource.ttft_target,
+                         resource.deadline)
+
+    by_name = {o.name: of(o) for o in bundle.objectives_for(pool)}
+    by_model: dict[str, Objective] = {}
+    for model in bundle.inference_models_for(pool):
+        by_model.setdefault(model.spec.model_name, of(model))
+    default = by_name.get(pool.default_objective or "", STANDARD)
+    return ObjectiveTable(by_name=by_name, by_model=by_model, default=default)
+
+
+def _flow_settings(pool: InferencePool, config: EndpointPickerConfig | None,
+                   needs_metrics: bool, stale_after: float | None) -> FlowSettings | None:
+    """Queues for pools whose picker reads server metrics (saturation needs them), unless the
+    pool's annotation or its picker config's ``flowControl.enabled`` turns them off."""
+    flow = config.flow_control if config is not None else None
+    if not needs_metrics or pool.flow_control_disabled or (flow is not None
+                                                           and not flow.enabled):
+        return None
+    detector = config.saturation_detector if config is not None else None
+    saturation = SaturationConfig()
+    if stale_after is not None:
+        saturation = replace(saturation, staleness_seconds=stale_after)
+    if detector is not None:
+        if detector.queue_depth_threshold is not None:
+            saturation = replace(saturation,
+                                 queue_threshold=float(max(detector.queue_depth_threshold, 1)))
+        if detector.kv_cache_util_threshold is not None:
+            saturation = replace(saturation,
+                                 kv_threshold=max(detector.kv_cache_util_threshold, 0.01))
+        if detector.metrics_staleness_threshold is not None:
+            saturation = replace(saturation, staleness_seconds=parse_duration(
+                detector.metrics_staleness_threshold))
+    queue = FlowControlConfig()
+    if flow is not None:
+        default_band = _band(queue.default_band, flow.default_band)
+        queue = FlowControlConfig(
+            bands=tuple(_band(replace(default_band, priority=band.priority), band)
+                        for band in flow.priority_bands),
+            default_band=default_band,
+            max_requests=flow.max_requests or queue.max_requests,
+            max_bytes=(parse_byte_quantity(flow.max_bytes) if flow.max_bytes is not None
+                       else queue.max_bytes),
+            queue_ttl=(parse_duration(flow.default_request_ttl)
+                       if flow.default_request_ttl is not None else queue.queue_ttl),
+        )
+    return FlowSettings(queue=queue, saturation=saturation)
+
+
+def _band(base: BandConfig, spec: PriorityBand | DefaultBand | None) -> BandConfig:
+    if spec is None:
+        return base
+    return replace(
+        base,
+        max_requests=spec.max_requests or base.max_requests,
+        max_bytes=(parse_byte_quantity(spec.max_bytes) if spec.max_bytes is not None
+                   else base.max_bytes),
+        fairness=spec.fairness_policy or base.fairness,
+        ordering=spec.ordering_policy or base.ordering,
     )
 
 

@@ -15,11 +15,12 @@ remembered as "broken" so references to it do not produce a second, misleading e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from inferlane.config.attachment import attached_listeners
+from inferlane.config.checks_index import Findings, Index, Loaded, ResourceKey, not_found
 from inferlane.config.issues import suggest
-from inferlane.config.paths import Path, format_path
+from inferlane.config.paths import Path
+from inferlane.config.policy_checks import check_policies
 from inferlane.config.resources import (
     ANNOTATION_PREFIX,
     GATEWAY_GROUP,
@@ -34,9 +35,7 @@ from inferlane.config.resources import (
     InferenceModelRewrite,
     InferencePool,
     ModelServer,
-    Resource,
 )
-from inferlane.config.yaml_source import LineMap
 from inferlane.errors import ConfigIssue
 from inferlane.scheduling.registry import (
     assemble_profile,
@@ -46,58 +45,10 @@ from inferlane.scheduling.registry import (
     profile_from_config,
 )
 
-ResourceKey = tuple[str, str, str]  # (kind, namespace, name)
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """A validated resource and the line map of the document it came from."""
-
-    resource: Resource
-    lines: LineMap
-
-
-@dataclass(slots=True)
-class Findings:
-    """Errors and warnings collected while checking one config."""
-
-    source: str
-    errors: list[ConfigIssue] = field(default_factory=list)
-    warnings: list[ConfigIssue] = field(default_factory=list)
-    broken: set[ResourceKey] = field(default_factory=set)  # failed their own validation
-
-    def error(self, item: Loaded, path: Path, message: str) -> None:
-        self.errors.append(self._issue(item, path, message))
-
-    def warn(self, item: Loaded, path: Path, message: str) -> None:
-        self.warnings.append(self._issue(item, path, message))
-
-    def _issue(self, item: Loaded, path: Path, message: str) -> ConfigIssue:
-        res = item.resource
-        return ConfigIssue(res.kind, res.name, format_path(path), message, file=self.source,
-                           line=item.lines.line_for(path))
-
-
-class _Index:
-    def __init__(self, items: Sequence[Loaded]) -> None:
-        self.by_key: dict[ResourceKey, Loaded] = {}
-        for item in items:
-            self.by_key.setdefault(item.resource.key, item)
-        self.pools = [i.resource for i in items if isinstance(i.resource, InferencePool)]
-        self.servers = [i.resource for i in items if isinstance(i.resource, ModelServer)]
-        self.routes = [i.resource for i in items if isinstance(i.resource, HTTPRoute)]
-
-    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
-        item = self.by_key.get((kind, namespace, name))
-        return item.resource if item else None
-
-    def names(self, kind: str, namespace: str) -> list[str]:
-        return [key[2] for key in self.by_key if key[0] == kind and key[1] == namespace]
-
 
 def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
     """Append every cross-resource error and warning about ``items`` to ``findings``."""
-    index = _Index(items)
+    index = Index(items)
     first_line: dict[ResourceKey, int] = {}
     for item in items:
         key = item.resource.key
@@ -125,20 +76,7 @@ def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
             _check_picker_config(item, res, index, findings)
     _check_rewrites([i for i in items if isinstance(i.resource, InferenceModelRewrite)], index,
                     findings)
-
-
-def _not_found(index: _Index, findings: Findings, kind: str, namespace: str,
-               name: str) -> str | None:
-    """The "not found" message for a reference, or None when it resolves (or is broken)."""
-    if index.get(kind, namespace, name) is not None or (kind, namespace, name) in findings.broken:
-        return None
-    message = f'{kind} "{namespace}/{name}" not found'
-    elsewhere = sorted(key[1] for key in index.by_key if key[0] == kind and key[2] == name)
-    if elsewhere:
-        return message + (f" (there is one in namespace {', '.join(elsewhere)}: set the "
-                          "reference's namespace)")
-    hint = suggest(name, index.names(kind, namespace))
-    return message + (f' (did you mean "{hint}"?)' if hint else "")
+    check_policies(items, index, findings)
 
 
 def _check_annotations(item: Loaded, findings: Findings) -> None:
@@ -167,7 +105,7 @@ def _check_gateway(item: Loaded, gateway: Gateway, findings: Findings) -> None:
                           "labels): routes from every namespace are accepted")
 
 
-def _check_route(item: Loaded, route: HTTPRoute, index: _Index, findings: Findings) -> None:
+def _check_route(item: Loaded, route: HTTPRoute, index: Index, findings: Findings) -> None:
     spec = route.spec
     if not spec.parent_refs:
         findings.error(item, ("spec", "parentRefs"), "the route is attached to no Gateway: add "
@@ -182,7 +120,7 @@ def _check_route(item: Loaded, route: HTTPRoute, index: _Index, findings: Findin
         namespace = parent.namespace or route.namespace
         gateway = index.get("Gateway", namespace, parent.name)
         if not isinstance(gateway, Gateway):
-            missing = _not_found(index, findings, "Gateway", namespace, parent.name)
+            missing = not_found(index, findings, "Gateway", namespace, parent.name)
             if missing:
                 findings.error(item, (*path, "name"), missing)
             continue
@@ -222,7 +160,7 @@ def _check_route(item: Loaded, route: HTTPRoute, index: _Index, findings: Findin
                                f'(got "{ref.group}")')
                 continue
             namespace = ref.namespace or route.namespace
-            missing = _not_found(index, findings, "InferencePool", namespace, ref.name)
+            missing = not_found(index, findings, "InferencePool", namespace, ref.name)
             if missing:
                 findings.error(item, (*ref_path, "name"), missing)
             if namespace != route.namespace:
@@ -239,7 +177,7 @@ def _warn_filters(item: Loaded, path: Path, filters: Sequence[HTTPRouteFilter],
                                                     "yet: this filter has no effect")
 
 
-def _check_pool(item: Loaded, pool: InferencePool, index: _Index, findings: Findings) -> None:
+def _check_pool(item: Loaded, pool: InferencePool, index: Index, findings: Findings) -> None:
     selector = pool.spec.selector
     matching = [s for s in index.servers if selector.matches(s.metadata.labels)]
     if not any(s.namespace == pool.namespace for s in matching):
@@ -267,7 +205,7 @@ def _check_pool(item: Loaded, pool: InferencePool, index: _Index, findings: Find
                                                   "receives no traffic")
 
 
-def _check_server(item: Loaded, server: ModelServer, index: _Index, findings: Findings) -> None:
+def _check_server(item: Loaded, server: ModelServer, index: Index, findings: Findings) -> None:
     for other in index.servers:
         if other is server:
             break
@@ -282,7 +220,7 @@ def _check_server(item: Loaded, server: ModelServer, index: _Index, findings: Fi
                                                     "receives no traffic")
 
 
-def _check_rewrites(items: Sequence[Loaded], index: _Index, findings: Findings) -> None:
+def _check_rewrites(items: Sequence[Loaded], index: Index, findings: Findings) -> None:
     # Upstream precedence: exact match beats a rule without matches, then the oldest (here:
     # the first in the file). Later rules that can never apply get a warning.
     exact: dict[tuple[str, str, str], str] = {}
@@ -297,7 +235,7 @@ def _check_rewrites(items: Sequence[Loaded], index: _Index, findings: Findings) 
                            f"poolRef must name an InferencePool (group {INFERENCE_GROUP}, kind "
                            f'InferencePool); got {ref.kind} in group "{ref.group}"')
             continue
-        missing = _not_found(index, findings, "InferencePool", rewrite.namespace, ref.name)
+        missing = not_found(index, findings, "InferencePool", rewrite.namespace, ref.name)
         if missing:
             findings.error(item, ("spec", "poolRef", "name"), missing)
         pool = (rewrite.namespace, ref.name)
@@ -318,7 +256,7 @@ def _check_rewrites(items: Sequence[Loaded], index: _Index, findings: Findings) 
                 exact.setdefault(key, where)
 
 
-def _check_pool_picker(item: Loaded, pool: InferencePool, index: _Index,
+def _check_pool_picker(item: Loaded, pool: InferencePool, index: Index,
                        findings: Findings) -> None:
     annotations = pool.metadata.annotations
     path: Path = ("metadata", "annotations", PICKER_CONFIG_ANNOTATION)
@@ -328,7 +266,7 @@ def _check_pool_picker(item: Loaded, pool: InferencePool, index: _Index,
     if not name:
         findings.error(item, path, "must name an EndpointPickerConfig in the pool's namespace")
         return
-    missing = _not_found(index, findings, "EndpointPickerConfig", pool.namespace, name)
+    missing = not_found(index, findings, "EndpointPickerConfig", pool.namespace, name)
     if missing:
         findings.error(item, path, missing)
     if LOAD_BALANCING_ANNOTATION in annotations:
@@ -336,7 +274,7 @@ def _check_pool_picker(item: Loaded, pool: InferencePool, index: _Index,
                       f"ignored: {PICKER_CONFIG_ANNOTATION} takes precedence")
 
 
-def _check_picker_config(item: Loaded, config: EndpointPickerConfig, index: _Index,
+def _check_picker_config(item: Loaded, config: EndpointPickerConfig, index: Index,
                          findings: Findings) -> None:
     known = plugin_types()
     defined: dict[str, int] = {}
@@ -374,8 +312,6 @@ def _check_picker_config(item: Loaded, config: EndpointPickerConfig, index: _Ind
         findings.warn(item, ("schedulingProfiles", 1),
                       f'only the first profile ("{config.scheduling_profiles[0].name}") is run: '
                       "profile handlers are not implemented yet")
-    if config.flow_control is not None:
-        findings.warn(item, ("flowControl",), "flow control is not implemented yet: ignored")
     if not failed:
         try:
             profile_from_config(config)

@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferlane.config.checks import Findings, Loaded, check_resources
+from inferlane.config.checks import check_resources
+from inferlane.config.checks_index import Findings, Loaded
 from inferlane.config.issues import show, suggest, validation_problems
 from inferlane.config.paths import Path, format_path
 from inferlane.config.resources import (
@@ -27,9 +28,12 @@ from inferlane.config.resources import (
     EndpointPickerConfig,
     Gateway,
     HTTPRoute,
+    InferenceModel,
     InferenceModelRewrite,
+    InferenceObjective,
     InferencePool,
     ModelServer,
+    RateLimitPolicy,
     Resource,
 )
 from inferlane.config.yaml_source import LineMap, parse_documents
@@ -48,6 +52,9 @@ class ConfigBundle:
     warnings: tuple[ConfigIssue, ...]
     source: str
     picker_configs: tuple[EndpointPickerConfig, ...] = ()
+    objectives: tuple[InferenceObjective, ...] = ()
+    inference_models: tuple[InferenceModel, ...] = ()
+    rate_limit_policies: tuple[RateLimitPolicy, ...] = ()
 
     def gateway(self, namespace: str, name: str) -> Gateway | None:
         return next((g for g in self.gateways if (g.namespace, g.name) == (namespace, name)), None)
@@ -68,6 +75,16 @@ class ConfigBundle:
         """The EndpointPickerConfig the pool's annotation names (same namespace), if any."""
         name = pool.endpoint_picker_config
         return self.picker_config(pool.namespace, name) if name else None
+
+    def objectives_for(self, pool: InferencePool) -> tuple[InferenceObjective, ...]:
+        """InferenceObjectives whose poolRef names the pool (same namespace)."""
+        return tuple(o for o in self.objectives if o.namespace == pool.namespace
+                     and o.spec.pool_ref.name == pool.name)
+
+    def inference_models_for(self, pool: InferencePool) -> tuple[InferenceModel, ...]:
+        """The older InferenceModels of the pool, first in the file first."""
+        return tuple(m for m in self.inference_models if m.namespace == pool.namespace
+                     and m.spec.pool_ref.name == pool.name)
 
     def servers_for(self, pool: InferencePool) -> tuple[ModelServer, ...]:
         """ModelServers the pool's selector matches (same namespace only, like Pods)."""
@@ -139,6 +156,9 @@ def load_config_text(text: str, source: str = "<string>") -> ConfigBundle:
         warnings=tuple(_in_file_order(findings.warnings)),
         source=source,
         picker_configs=tuple(r for r in resources if isinstance(r, EndpointPickerConfig)),
+        objectives=tuple(r for r in resources if isinstance(r, InferenceObjective)),
+        inference_models=tuple(r for r in resources if isinstance(r, InferenceModel)),
+        rate_limit_policies=tuple(r for r in resources if isinstance(r, RateLimitPolicy)),
     )
 
 

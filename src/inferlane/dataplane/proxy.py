@@ -26,12 +26,20 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from inferlane.dataplane.admission import FAST_PASS, PoolGate, Ticket
 from inferlane.dataplane.h1client import UpstreamError, UpstreamResponse
+from inferlane.dataplane.rate_limiting import Charge
 from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
 from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import map_upstream_errors
 from inferlane.errors import BadRequest, NotFound, PayloadTooLarge, RequestError
 from inferlane.routing.match import RequestFacts
+from inferlane.routing.objectives import (
+    DEADLINE_HEADER,
+    FAIRNESS_HEADER,
+    Objective,
+    parse_deadline_ms,
+)
 from inferlane.routing.prompt import prompt_facts
 from inferlane.routing.router import MODEL_HEADER, RoutingDecision
 from inferlane.routing.rules import HeaderModifier
@@ -78,6 +86,31 @@ def _prefix_match(decision: RoutingDecision) -> float | None:
         if name == _PREFIX_SCORER:
             return score
     return None
+
+
+class _Release:
+    """Tells the pool's gate, once, that the admitted request was dispatched (or never will
+    be), so the queue can grant the next one."""
+
+    __slots__ = ("_gate", "_ticket")
+
+    def __init__(self, gate: PoolGate | None, ticket: Ticket) -> None:
+        self._gate = gate
+        self._ticket: Ticket | None = ticket
+
+    def __call__(self) -> None:
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None and self._gate is not None:
+            self._gate.dispatched(ticket)
+
+
+def _time_budget(headers: dict[str, str], objective: Objective) -> float | None:
+    """Seconds the client (``x-inferlane-deadline-ms``) or the objective allows."""
+    try:
+        budget = parse_deadline_ms(headers.get(DEADLINE_HEADER))
+    except ValueError as exc:
+        raise BadRequest(f"{exc}.") from None
+    return budget if budget is not None else objective.deadline
 
 
 class _ClientGone(Exception):
@@ -173,11 +206,28 @@ class InferenceProxy:
                 headers=headers, query=request.query,
             )
             debug = headers.get(DEBUG_HEADER) == "1"
+            choice = state.router.route(snapshot, listener, facts, model=model)
+            budget = _time_budget(headers, choice.objective)
+            deadline = time.monotonic() + budget if budget is not None else None
+            charges: list[Charge] = []
+            if snapshot.rate_limits and state.rate_limits is not None:
+                charges = await state.rate_limits.admit(
+                    snapshot.rate_limits, headers, model, listener.gateway, choice.rule.route)
+            gate = state.gates.get(choice.pool.key) if choice.pool.flow is not None else None
+            ticket = FAST_PASS
+            if gate is not None:
+                ticket = await gate.admit(choice.objective, headers.get(FAIRNESS_HEADER, ""),
+                                          len(body), deadline)
+        except RequestError as error:
+            # Unrouted: the model name is unchecked client input, so it stays out of labels.
+            state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
+            return error_response(error, request_id)
+        release = _Release(gate, ticket)
+        try:
             picking = time.perf_counter()
-            decision = state.router.decide(
-                snapshot, listener, facts, model=model, request_id=request_id,
-                prompt=prompt_facts(document), now=time.monotonic(),
-                explain=DEBUG_CANDIDATES if debug else 1,
+            decision = state.router.pick(
+                choice, request_id=request_id, prompt=prompt_facts(document),
+                now=time.monotonic(), explain=DEBUG_CANDIDATES if debug else 1,
             )
             metrics = state.metrics
             metrics.child(metrics.picker_duration, decision.pool.key).observe(
@@ -186,14 +236,16 @@ class InferenceProxy:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("request %s -> %s (%s)", request_id, decision.endpoint.address,
                           decision.pick.explain())
+            if decision.model_rewritten:
+                document["model"] = decision.upstream_model
+                body = orjson.dumps(document)
+            return await self._forward(request, decision, body, request_id, started, debug,
+                                       release, deadline, charges)
         except RequestError as error:
-            # Unrouted: the model name is unchecked client input, so it stays out of labels.
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id)
-        if decision.model_rewritten:
-            document["model"] = decision.upstream_model
-            body = orjson.dumps(document)
-        return await self._forward(request, decision, body, request_id, started, debug)
+        finally:
+            release()
 
     async def _forward(
         self,
@@ -203,6 +255,9 @@ class InferenceProxy:
         request_id: str,
         started: float,
         debug: bool,
+        release: _Release,
+        deadline: float | None,
+        charges: list[Charge],
     ) -> web.StreamResponse:
         state = self._state
         metrics = state.metrics
@@ -219,7 +274,11 @@ class InferenceProxy:
                 decision.prompt.prompt_tokens * (1.0 - (_prefix_match(decision) or 0.0)))
             timing.prefill_ahead = state.endpoints.on_dispatch(
                 endpoint, expected_tokens, prefill_tokens=timing.prefill_tokens)
+        release()  # dispatched: the pool's queue may grant the next request
         timeout = decision.rule.upstream_timeout
+        if deadline is not None:  # the time budget left bounds the upstream request
+            remaining = max(deadline - time.monotonic(), 0.001)
+            timeout = remaining if timeout is None else min(timeout, remaining)
         target = decision.upstream_path
         if request.query_string:
             target = f"{target}?{request.query_string}"
@@ -267,6 +326,13 @@ class InferenceProxy:
             if tracked:
                 self._learn(decision, expected_tokens, usage, timing)
             _record(state, decision, status, usage, started)
+            state.pool_completed(pool)
+            if charges and state.rate_limits is not None:
+                # Without a usage report (a stream that did not ask for it) the prompt
+                # estimate is all there is to charge.
+                tokens = (usage.prompt_tokens + usage.completion_tokens if usage.seen
+                          else decision.prompt.prompt_tokens)
+                state.rate_limits.charge_soon(charges, tokens)
 
     def _learn(self, decision: RoutingDecision, expected_tokens: int, usage: Usage,
                timing: _StreamTiming) -> None:
@@ -321,10 +387,16 @@ class InferenceProxy:
                             seconds=timing.first_chunk - timing.dispatched,
                             prefill_tokens_ahead=timing.prefill_ahead)
                     metrics = self._state.metrics
+                    ttft = time.perf_counter() - started
                     metrics.child(
                         metrics.time_to_first_token, decision.rule.label,
                         metrics.model_label(decision.requested_model), decision.pool.key,
-                    ).observe(time.perf_counter() - started)
+                    ).observe(ttft)
+                    target = decision.objective.ttft_target
+                    if target is not None:
+                        metrics.child(metrics.slo_requests, decision.pool.key,
+                                      decision.objective.name,
+                                      "met" if ttft <= target else "missed").inc()
                 scanner.feed(chunk)
                 try:
                     await response.write(chunk)

@@ -142,6 +142,8 @@ class GatewayServer:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self._state is not None:
+            await self._state.close()
         if self._state is not None and not self._state.upstream.closed:
             await self._state.upstream.close()
 

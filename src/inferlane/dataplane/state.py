@@ -7,13 +7,20 @@ in-flight requests and streams finish on the generation they started on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from inferlane.dataplane.admission import PoolGate
 from inferlane.dataplane.h1client import UpstreamPool
+from inferlane.dataplane.rate_limiting import RateLimitGuard
 from inferlane.dataplane.upstream import UpstreamOptions
 from inferlane.endpoints import EndpointStore
 from inferlane.metrics.gateway import GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot, Router
+
+RETIRE_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -25,7 +32,61 @@ class GatewayState:
     router: Router = field(default_factory=Router)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     ready: bool = False
+    gates: dict[str, PoolGate] = field(default_factory=dict)  # flow control, by pool key
+    rate_limits: RateLimitGuard | None = None
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set)
 
     def swap(self, snapshot: GatewaySnapshot) -> None:
+        """Serve ``snapshot``: pool gates and rate-limit backends follow it (a gate keeps its
+        queue across reloads; a removed pool's gate stays until its queue drains)."""
         self.snapshot = snapshot
         self.metrics.config_generation.set(snapshot.generation)
+        for key, pool in snapshot.pools.items():
+            gate = self.gates.get(key)
+            if pool.flow is None:
+                continue
+            if gate is None:
+                self.gates[key] = PoolGate(key, pool.flow, self.endpoints.states,
+                                           pool.endpoints, self.metrics)
+            else:
+                gate.reconfigure(pool.flow, pool.endpoints)
+        for key, gate in list(self.gates.items()):
+            current = snapshot.pools.get(key)
+            if (current is None or current.flow is None) and not len(gate.controller):
+                gate.close()
+                del self.gates[key]
+        if self.rate_limits is None and snapshot.rate_limits:
+            self.rate_limits = RateLimitGuard(self.metrics)
+        if self.rate_limits is not None:
+            for limiter in self.rate_limits.sync(snapshot.rate_limits):
+                # Requests admitted under it may still charge tokens: close it a minute later.
+                self._later(RETIRE_SECONDS, limiter.close)
+
+    def pool_completed(self, pool_key: str) -> None:
+        """A request of the pool finished: capacity may have freed for its queue."""
+        gate = self.gates.get(pool_key)
+        if gate is not None:
+            gate.pump()
+
+    def _later(self, delay: float, close: Callable[[], Awaitable[None]]) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            await close()
+
+        try:
+            task = asyncio.get_running_loop().create_task(run())
+        except RuntimeError:  # no loop (building a state in a test): nothing to close later
+            return
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def close(self) -> None:
+        """Stop timers and close rate-limit backends (gateway shutdown)."""
+        for gate in self.gates.values():
+            gate.close()
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.rate_limits is not None:
+            await self.rate_limits.close()

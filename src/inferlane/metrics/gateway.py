@@ -3,7 +3,9 @@
 One ``GatewayMetrics`` per gateway instance with its own registry, so several gateways (tests,
 the demo) can live in one process without colliding. Names follow Prometheus conventions
 (``_total`` counters, ``_seconds`` histograms); labels stay low-cardinality: route, model, pool,
-endpoint and status code — never request ids or tenants.
+endpoint and status code — never request ids. Tenant-like values (fairness ids, rate-limit
+client keys) pass through a ``BoundedLabel``, and client keys are hashed first: an API key never
+appears in a label.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ _LATENCY_BUCKETS = (
 
 
 class GatewayMetrics:
-    def __init__(self, *, max_models: int = 500) -> None:
+    def __init__(self, *, max_models: int = 500, max_flows: int = 200,
+                 max_keys: int = 200) -> None:
         # Model names come from clients; route/pool/endpoint names come from config.
         self.model_label = BoundedLabel(max_models)
+        self.flow_label = BoundedLabel(max_flows)  # x-gateway-inference-fairness-id values
+        self.key_label = BoundedLabel(max_keys)  # hashed rate-limit client keys
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -107,6 +112,52 @@ class GatewayMetrics:
             "inferlane_config_generation",
             "Generation number of the config snapshot now serving.",
             registry=r,
+        )
+
+        # Flow control (per pool; priority is the band).
+        self.pool_saturation = Gauge(
+            "inferlane_pool_saturation",
+            "Pool saturation, 0 idle .. 1 no endpoint has capacity (mean over endpoints of "
+            "min(1, max(waiting/queueThreshold, kv/kvThreshold)); stale counts as 1).",
+            ["pool"], registry=r,
+        )
+        self.queue_requests = Gauge(
+            "inferlane_flow_queue_requests",
+            "Requests waiting in the gateway's queue, by pool and priority band.",
+            ["pool", "priority"], registry=r,
+        )
+        self.queue_flow_requests = Gauge(
+            "inferlane_flow_queue_flow_requests",
+            "Requests waiting in the gateway's queue, by pool, priority and flow (fairness id).",
+            ["pool", "priority", "flow"], registry=r,
+        )
+        self.queue_wait = Histogram(
+            "inferlane_flow_queue_wait_seconds",
+            "Time dispatched requests waited in the gateway's queue.",
+            ["pool", "priority"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.flow_rejections = Counter(
+            "inferlane_flow_rejected",
+            "Requests answered without dispatch by flow control, by reason (shed, displaced, "
+            "queue-full, ttl, deadline).",
+            ["pool", "priority", "reason"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "inferlane_rate_limited",
+            "Requests rejected by a RateLimitPolicy rule, by rule, limit (requests, tokens) "
+            "and hashed client key.",
+            ["policy", "rule", "limit", "key"], registry=r,
+        )
+        self.rate_limit_errors = Counter(
+            "inferlane_rate_limit_backend_errors",
+            "Rate-limit backend failures (the policy's failureMode decided the request).",
+            ["policy"], registry=r,
+        )
+        self.slo_requests = Counter(
+            "inferlane_objective_ttft_slo",
+            "Streamed requests of objectives with a TTFT target, by whether the first token "
+            "came within it (met, missed).",
+            ["pool", "objective", "outcome"], registry=r,
         )
 
         self._children: dict[tuple[object, ...], Any] = {}

@@ -3,8 +3,11 @@
 This is the whole "where does this request go" step, pure and synchronous, so every data plane
 (our aiohttp proxy, an Envoy ext_proc server later) asks the same question the same way:
 
-    facts ──► RouteTable.match ──► weighted backendRef ──► InferenceModelRewrite ──► Scheduler
-              (404 if none)        (503 if all zero)                                (503 if none)
+    facts ──► RouteTable.match ──► weighted backendRef ──► InferenceModelRewrite, objective
+              (404 if none)        (503 if all zero)
+          ──► [data plane: rate limits, flow control] ──► Scheduler (503 if none)
+
+``route`` is everything before the queue, ``pick`` everything after; ``decide`` does both.
 
 Randomness comes from an injected ``random.Random`` so tests can pin it.
 """
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 
 from inferlane.errors import ModelNotFound, NoEndpointAvailable, NotFound
 from inferlane.routing.match import RequestFacts, RouteTable, RuleMatch
+from inferlane.routing.objectives import OBJECTIVE_HEADER, STANDARD, Objective
 from inferlane.routing.prompt import PromptFacts
+from inferlane.routing.rate_limits import RateLimitRuntime
 from inferlane.routing.rules import CompiledRule
 from inferlane.scheduling.framework import PickResult
 from inferlane.scheduling.interfaces import Endpoint, PickRequest
@@ -32,6 +37,7 @@ class Listener:
     name: str
     port: int
     routes: RouteTable[CompiledRule]
+    gateway: str = ""  # "namespace/name" of its Gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +50,26 @@ class GatewaySnapshot:
     pools: Mapping[str, PoolRuntime]
     models: tuple[str, ...]  # what GET /v1/models lists
     max_body_bytes: int = 10 * 1024 * 1024
+    rate_limits: tuple[RateLimitRuntime, ...] = ()
 
     def listener(self, name: str) -> Listener | None:
         for listener in self.listeners:
             if listener.name == name:
                 return listener
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    """Where a request goes before an endpoint is picked (flow control sits in between)."""
+
+    rule: CompiledRule
+    pool: PoolRuntime
+    requested_model: str
+    upstream_model: str
+    upstream_path: str
+    objective: Objective
+    headers: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +82,7 @@ class RoutingDecision:
     upstream_path: str
     pick: PickResult  # the scheduler's explanation (candidates, scores, predicted TTFT)
     prompt: PromptFacts
+    objective: Objective = STANDARD
 
     @property
     def model_rewritten(self) -> bool:
@@ -88,7 +109,15 @@ class Router:
         now: float = 0.0,
         explain: int = 1,
     ) -> RoutingDecision:
-        """Route one request; ``now`` is the caller's monotonic clock (for staleness, TTLs)."""
+        """Route and pick in one step (``route`` then ``pick``); ``now`` is the caller's
+        monotonic clock (for staleness, TTLs)."""
+        choice = self.route(snapshot, listener, facts, model=model)
+        return self.pick(choice, request_id=request_id, prompt=prompt, now=now,
+                         explain=explain)
+
+    def route(self, snapshot: GatewaySnapshot, listener: Listener, facts: RequestFacts, *,
+              model: str) -> RouteChoice:
+        """The rule, the pool (weighted backendRef), the model to send and the objective."""
         hit = listener.routes.match(facts)
         if hit is None:
             if model:
@@ -104,9 +133,19 @@ class Router:
             )
         pool = snapshot.pools[rule.backends.choose(self._random.random())]
         upstream_model = pool.rewrites.rewrite(model, self._random.random()) if model else model
+        objective = pool.objectives.resolve(facts.headers.get(OBJECTIVE_HEADER), model)
+        return RouteChoice(rule=rule, pool=pool, requested_model=model,
+                           upstream_model=upstream_model,
+                           upstream_path=_upstream_path(rule, rule_match, facts.path),
+                           objective=objective, headers=facts.headers)
+
+    def pick(self, choice: RouteChoice, *, request_id: str, prompt: PromptFacts = NO_PROMPT,
+             now: float = 0.0, explain: int = 1) -> RoutingDecision:
+        """The pool's scheduler picks the endpoint (NoEndpointAvailable when none)."""
+        pool = choice.pool
         pick = pool.scheduler.schedule(
             PickRequest(
-                request_id=request_id, model=upstream_model, headers=facts.headers,
+                request_id=request_id, model=choice.upstream_model, headers=choice.headers,
                 prompt=prompt.text, prompt_tokens=prompt.prompt_tokens,
                 max_tokens=prompt.max_tokens, now=now,
             ),
@@ -116,17 +155,19 @@ class Router:
         endpoint = pick.endpoint
         if endpoint is None:
             raise NoEndpointAvailable(
-                f"InferencePool {pool.key} has no endpoint available for model '{model}'."
+                f"InferencePool {pool.key} has no endpoint available for model "
+                f"'{choice.requested_model}'."
             )
         return RoutingDecision(
-            rule=rule,
+            rule=choice.rule,
             pool=pool,
             endpoint=endpoint,
-            requested_model=model,
-            upstream_model=upstream_model,
-            upstream_path=_upstream_path(rule, rule_match, facts.path),
+            requested_model=choice.requested_model,
+            upstream_model=choice.upstream_model,
+            upstream_path=choice.upstream_path,
             pick=pick,
             prompt=prompt,
+            objective=choice.objective,
         )
 
 

@@ -1,15 +1,25 @@
-"""A pool at run time: its endpoints, its scheduler and its model rewrites."""
+"""A pool at run time: its endpoints, scheduler, model rewrites, objectives and flow control."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from inferlane.flowcontrol import FlowControlConfig, SaturationConfig
+from inferlane.routing.objectives import ObjectiveTable
 from inferlane.routing.rewrite import ModelRewriteTable
 from inferlane.scheduling.framework import Scheduler
 from inferlane.scheduling.interfaces import Endpoint
 
 # Modes whose profile reads nothing the scraper provides: their endpoints are not scraped.
 METRIC_FREE_MODES = frozenset({"round-robin", "random"})
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    """How the gateway queues a saturated pool's requests (None on a pool: no queueing)."""
+
+    queue: FlowControlConfig
+    saturation: SaturationConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +34,5 @@ class PoolRuntime:
     # learned: prefix index, sessions) across reloads.
     scheduler_spec: str = ""
     needs_metrics: bool = True
+    objectives: ObjectiveTable = field(default_factory=ObjectiveTable)
+    flow: FlowSettings | None = None

@@ -168,7 +168,8 @@ def test_broken_resources_do_not_cascade(world: World) -> None:
          'metadata.annotations["inferlane.dev/x"]', "Gateway has no inferlane annotations"),
         ([("pool", ("metadata", "annotations"), {"inferlane.dev/zzzzzzzz": "1"})], [],
          'metadata.annotations["inferlane.dev/zzzzzzzz"]',
-         "InferencePool understands: inferlane.dev/endpoint-picker-config, "
+         "InferencePool understands: inferlane.dev/default-objective, "
+         "inferlane.dev/endpoint-picker-config, inferlane.dev/flow-control, "
          "inferlane.dev/load-balancing"),
         ([("rewrite", ("spec", "rules", 1), {"matches": [{"model": {"value": "m-canary"}}],
                                              "targets": [{"modelRewrite": "x"}]})], [],

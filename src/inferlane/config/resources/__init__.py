@@ -79,6 +79,11 @@ from inferlane.config.resources.meta import (
     parse_duration,
 )
 from inferlane.config.resources.model_server import ModelServer, ModelServerSpec, parse_address
+from inferlane.config.resources.objective import (
+    CRITICALITY_PRIORITY,
+    InferenceModel,
+    InferenceObjective,
+)
 from inferlane.config.resources.picker_config import (
     EndpointPickerConfig,
     PluginSpec,
@@ -86,6 +91,7 @@ from inferlane.config.resources.picker_config import (
     SchedulingPlugin,
     SchedulingProfile,
 )
+from inferlane.config.resources.rate_limit import RateLimitPolicy, RateLimitRule
 
 INFERENCE_X_GROUP: Final = "inference.networking.x-k8s.io"
 INFERLANE_GROUP: Final = "inferlane.dev"
@@ -100,10 +106,14 @@ RESOURCE_KINDS: Final[dict[tuple[str, str], type[Resource]]] = {
     (f"{INFERENCE_X_GROUP}/v1alpha2", "InferenceModelRewrite"): InferenceModelRewrite,
     (f"{INFERENCE_X_GROUP}/v1alpha1", "EndpointPickerConfig"): EndpointPickerConfig,
     (f"{INFERLANE_GROUP}/v1alpha1", "ModelServer"): ModelServer,
+    (f"{INFERENCE_X_GROUP}/v1alpha2", "InferenceObjective"): InferenceObjective,
+    (f"{INFERENCE_X_GROUP}/v1alpha2", "InferenceModel"): InferenceModel,
+    (f"{INFERLANE_GROUP}/v1alpha1", "RateLimitPolicy"): RateLimitPolicy,
 }
 
 __all__ = [
     "ANNOTATION_PREFIX",
+    "CRITICALITY_PRIORITY",
     "DEFAULT_LOAD_BALANCING",
     "FILTER_FIELDS",
     "GATEWAY_GROUP",
@@ -141,8 +151,10 @@ __all__ = [
     "HTTPRouteSpec",
     "HTTPRouteTimeouts",
     "HTTPURLRewriteFilter",
+    "InferenceModel",
     "InferenceModelRewrite",
     "InferenceModelRewriteSpec",
+    "InferenceObjective",
     "InferencePool",
     "InferencePoolSelector",
     "InferencePoolSpec",
@@ -161,6 +173,8 @@ __all__ = [
     "PluginSpec",
     "PoolObjectReference",
     "Port",
+    "RateLimitPolicy",
+    "RateLimitRule",
     "Resource",
     "RouteGroupKind",
     "RouteNamespaces",

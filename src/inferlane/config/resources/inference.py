@@ -33,6 +33,9 @@ INFERENCE_GROUP = "inference.networking.k8s.io"
 
 LOAD_BALANCING_ANNOTATION: Final = ANNOTATION_PREFIX + "load-balancing"
 PICKER_CONFIG_ANNOTATION: Final = ANNOTATION_PREFIX + "endpoint-picker-config"
+DEFAULT_OBJECTIVE_ANNOTATION: Final = ANNOTATION_PREFIX + "default-objective"
+FLOW_CONTROL_ANNOTATION: Final = ANNOTATION_PREFIX + "flow-control"
+FlowControlMode = Literal["enabled", "disabled"]
 # Keep in step with scheduling.registry.BUILTIN_PROFILES (a unit test checks).
 LoadBalancing = Literal["round-robin", "random", "least-request", "default", "predicted-latency"]
 DEFAULT_LOAD_BALANCING: Final[LoadBalancing] = "default"
@@ -109,7 +112,10 @@ class InferencePool(Resource):
     ``least-request`` (power of two choices) or ``predicted-latency`` (lowest predicted time to
     first token, plus prefix-cache, KV-cache and LoRA-affinity scorers).
     ``inferlane.dev/endpoint-picker-config: <name>`` names an EndpointPickerConfig in the same
-    namespace instead, and takes precedence.
+    namespace instead, and takes precedence. ``inferlane.dev/default-objective: <name>`` names
+    the InferenceObjective of requests that send none. ``inferlane.dev/flow-control:
+    disabled`` turns the gateway queues off for the pool (default ``enabled`` for pools whose
+    load balancing reads server metrics; a picker config's ``flowControl.enabled`` also does).
     """
 
     api_version: Literal["inference.networking.k8s.io/v1"] = Field(
@@ -117,8 +123,9 @@ class InferencePool(Resource):
     kind: Literal["InferencePool"] = Field(description="Resource kind.")
     spec: InferencePoolSpec = Field(description="Selector and ports.")
 
-    known_annotations: ClassVar[frozenset[str]] = frozenset({LOAD_BALANCING_ANNOTATION,
-                                                             PICKER_CONFIG_ANNOTATION})
+    known_annotations: ClassVar[frozenset[str]] = frozenset({
+        LOAD_BALANCING_ANNOTATION, PICKER_CONFIG_ANNOTATION, DEFAULT_OBJECTIVE_ANNOTATION,
+        FLOW_CONTROL_ANNOTATION})
 
     @model_validator(mode="after")
     def _check_annotations(self) -> InferencePool:
@@ -129,8 +136,20 @@ class InferencePool(Resource):
             problems.add(("metadata", "annotations", LOAD_BALANCING_ANNOTATION),
                          f'"{value}" is not a load-balancing mode: use one of '
                          + ", ".join(f'"{mode}"' for mode in allowed))
+        flow = self.metadata.annotations.get(FLOW_CONTROL_ANNOTATION)
+        if flow is not None and flow not in get_args(FlowControlMode):
+            problems.add(("metadata", "annotations", FLOW_CONTROL_ANNOTATION),
+                         f'"{flow}" is not a flow-control mode: use "enabled" or "disabled"')
         problems.raise_if_any()
         return self
+
+    @property
+    def default_objective(self) -> str | None:
+        return self.metadata.annotations.get(DEFAULT_OBJECTIVE_ANNOTATION) or None
+
+    @property
+    def flow_control_disabled(self) -> bool:
+        return self.metadata.annotations.get(FLOW_CONTROL_ANNOTATION) == "disabled"
 
     @property
     def load_balancing(self) -> LoadBalancing:

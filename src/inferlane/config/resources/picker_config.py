@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
 from inferlane.config.resources.meta import (
     IGNORED,
-    NOT_IMPLEMENTED,
     Duration,
     ObjectMeta,
+    Problems,
     Resource,
     StrictModel,
     TypeDoc,
@@ -80,8 +80,8 @@ class SchedulingProfile(StrictModel):
 class SaturationDetector(StrictModel):
     """Thresholds above which an endpoint counts as saturated.
 
-    Used as the defaults of every `saturation-filter` of the config (admission control by
-    saturation comes with flow control, later).
+    Used by flow control (a pool is saturated when no endpoint is below both thresholds) and
+    as the defaults of every `saturation-filter` of the config.
     """
 
     queue_depth_threshold: int | None = Field(
@@ -93,6 +93,103 @@ class SaturationDetector(StrictModel):
     metrics_staleness_threshold: Duration | None = Field(
         None, alias="metricsStalenessThreshold",
         description="Metrics older than this count as stale (default 2s).")
+
+
+_QUANTITY_UNITS: dict[str, int] = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10,
+                                   "Mi": 2**20, "Gi": 2**30}
+
+
+def parse_byte_quantity(value: int | str) -> int:
+    """A Kubernetes-style byte quantity (``1048576``, ``"64Mi"``, ``"1G"``) in bytes."""
+    if isinstance(value, int):
+        return value
+    text = value.strip()
+    number = text.rstrip("kMGi")
+    unit = text[len(number):]
+    if not number.isdigit() or unit not in _QUANTITY_UNITS:
+        raise ValueError(f'"{value}" is not a byte quantity: use a whole number with an '
+                         'optional unit k, M, G, Ki, Mi or Gi, e.g. "64Mi"')
+    return int(number) * _QUANTITY_UNITS[unit]
+
+
+def _quantity(value: int | str) -> int | str:
+    if parse_byte_quantity(value) < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
+ByteQuantity = Annotated[int | str, AfterValidator(_quantity),
+                         TypeDoc('bytes (integer or quantity such as "64Mi")')]
+FairnessPolicy = Literal["round-robin", "fcfs"]
+OrderingPolicy = Literal["fcfs", "edf"]
+
+
+class PriorityBand(StrictModel):
+    """Queue limits and policies of one priority (requests with other priorities use the
+    `defaultBand` values)."""
+
+    priority: int = Field(ge=-1000, le=1000, description="The objective priority it holds.")
+    max_requests: int | None = Field(None, alias="maxRequests", ge=1,
+                                     description="Queued requests at most (default 1000).")
+    max_bytes: ByteQuantity | None = Field(None, alias="maxBytes",
+                                           description="Queued request bytes at most "
+                                                       "(default 64Mi).")
+    fairness_policy: FairnessPolicy | None = Field(
+        None, alias="fairnessPolicy",
+        description="`round-robin` between flows (fairness ids; default) or `fcfs` (one "
+                    "queue, oldest first).")
+    ordering_policy: OrderingPolicy | None = Field(
+        None, alias="orderingPolicy",
+        description="Inside a flow: `fcfs` (default) or `edf` (earliest deadline first).")
+
+
+class DefaultBand(StrictModel):
+    """Limits and policies for priorities without their own band."""
+
+    max_requests: int | None = Field(None, alias="maxRequests", ge=1,
+                                     description="Queued requests at most (default 1000).")
+    max_bytes: ByteQuantity | None = Field(None, alias="maxBytes",
+                                           description="Queued request bytes (default 64Mi).")
+    fairness_policy: FairnessPolicy | None = Field(
+        None, alias="fairnessPolicy", description="`round-robin` (default) or `fcfs`.")
+    ordering_policy: OrderingPolicy | None = Field(
+        None, alias="orderingPolicy", description="`fcfs` (default) or `edf`.")
+
+
+class FlowControl(StrictModel):
+    """Gateway queues for the pools that use this config (inferlane's shape).
+
+    When the pool is saturated (see `saturationDetector`), requests wait here instead of
+    piling onto model servers: strict priority bands, fairness between flows
+    (`x-gateway-inference-fairness-id`) inside a band, then FCFS or EDF inside a flow.
+    """
+
+    enabled: bool = Field(True, description="false: pass requests straight to the picker.")
+    max_requests: int | None = Field(None, alias="maxRequests", ge=1,
+                                     description="Queued requests in all bands (default 5000).")
+    max_bytes: ByteQuantity | None = Field(None, alias="maxBytes",
+                                           description="Queued bytes in all bands "
+                                                       "(default 256Mi).")
+    default_request_ttl: Duration | None = Field(
+        None, alias="defaultRequestTTL",
+        description="Longest wait in the queue before a 503 (default 30s).")
+    default_band: DefaultBand | None = Field(None, alias="defaultBand",
+                                             description="Band settings for other priorities.")
+    priority_bands: list[PriorityBand] = Field(
+        default_factory=list, alias="priorityBands", max_length=64,
+        description="Bands with their own settings; priorities must be unique.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FlowControl:
+        problems = Problems()
+        seen: set[int] = set()
+        for index, band in enumerate(self.priority_bands):
+            if band.priority in seen:
+                problems.add(("priorityBands", index, "priority"),
+                             f"priority {band.priority} has two bands: keep one")
+            seen.add(band.priority)
+        problems.raise_if_any()
+        return self
 
 
 class EndpointPickerConfig(Resource):
@@ -117,9 +214,8 @@ class EndpointPickerConfig(Resource):
         alias="schedulingProfiles", min_length=1, description="Scheduling profiles.")
     saturation_detector: SaturationDetector | None = Field(
         None, alias="saturationDetector", description="Saturation thresholds.")
-    flow_control: dict[str, Any] | None = Field(
-        None, alias="flowControl", description="Upstream flow control (priority bands, "
-                                               "fairness, queue limits).",
-        json_schema_extra=NOT_IMPLEMENTED)
+    flow_control: FlowControl | None = Field(
+        None, alias="flowControl", description="Gateway queues when the pool is saturated "
+                                               "(priority bands, fairness, limits).")
     data: dict[str, Any] | None = Field(None, description="Upstream data-layer sources.",
                                         json_schema_extra=IGNORED)
