@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from inferlane.bench.workloads import Planned
 from inferlane.endpoints import EndpointStore
+from inferlane.flowcontrol import SaturationConfig, SaturationDetector
 from inferlane.routing.prompt import prompt_facts
 from inferlane.scheduling.framework import Scheduler, StatesFn
 from inferlane.scheduling.interfaces import Endpoint, PickRequest
@@ -44,6 +45,9 @@ class ReplayOptions:
     # Called with the simulated time every ``observe_every`` seconds (soak measurements).
     observe: Callable[[float], None] | None = None
     observe_every: float = 60.0
+    # Like a pool with flow control: pick among the endpoints below saturation (all when none
+    # is; requests are not queued here).
+    saturation: SaturationConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,7 @@ def replay(planned: Sequence[Planned], scheduler: SchedulerFactory,
     endpoints = [r.endpoint for r in replicas]
     store.sync(endpoints)
     picker = scheduler(store.states)
+    detector = SaturationDetector(options.saturation) if options.saturation else None
     events: list[tuple[float, int, int, int]] = []  # (time, order, kind, index)
     order = 0
 
@@ -159,10 +164,15 @@ def replay(planned: Sequence[Planned], scheduler: SchedulerFactory,
             body = item.body
             facts = prompt_facts(body)
             model = str(body.get("model", options.model))
+            offered: Sequence[Endpoint] = endpoints
+            if detector is not None:
+                roomy = detector.with_capacity(store.states(endpoints), now)
+                if roomy:
+                    offered = [state.endpoint for state in roomy]
             pick = picker.schedule(PickRequest(
                 request_id=str(index), model=model, prompt=facts.text,
                 prompt_tokens=facts.prompt_tokens, max_tokens=facts.max_tokens, now=now),
-                endpoints, explain=1)
+                offered, explain=1)
             if pick.endpoint is None:
                 continue
             target = endpoints.index(pick.endpoint)

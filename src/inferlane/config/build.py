@@ -39,7 +39,12 @@ from inferlane.routing.rules import CompiledRule, HeaderModifier, PathRewrite
 from inferlane.routing.split import WeightedChoice
 from inferlane.scheduling.framework import StatesFn, bare_states
 from inferlane.scheduling.interfaces import Endpoint
-from inferlane.scheduling.pool import METRIC_FREE_MODES, FlowSettings, PoolRuntime
+from inferlane.scheduling.pool import (
+    DEFAULT_RELEASE_QUEUE_DEPTH,
+    METRIC_FREE_MODES,
+    FlowSettings,
+    PoolRuntime,
+)
 from inferlane.scheduling.registry import build_scheduler
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -227,6 +232,9 @@ def _flow_settings(pool: InferencePool, config: EndpointPickerConfig | None,
             saturation = replace(saturation, staleness_seconds=parse_duration(
                 detector.metrics_staleness_threshold))
     queue = FlowControlConfig()
+    release = replace(saturation, queue_threshold=float(
+        flow.release_queue_depth_threshold if flow is not None
+        and flow.release_queue_depth_threshold is not None else DEFAULT_RELEASE_QUEUE_DEPTH))
     if flow is not None:
         default_band = _band(queue.default_band, flow.default_band)
         queue = FlowControlConfig(
@@ -239,7 +247,7 @@ def _flow_settings(pool: InferencePool, config: EndpointPickerConfig | None,
             queue_ttl=(parse_duration(flow.default_request_ttl)
                        if flow.default_request_ttl is not None else queue.queue_ttl),
         )
-    return FlowSettings(queue=queue, saturation=saturation)
+    return FlowSettings(queue=queue, saturation=saturation, release=release)
 
 
 def _band(base: BandConfig, spec: PriorityBand | DefaultBand | None) -> BandConfig:

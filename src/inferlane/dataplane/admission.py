@@ -4,11 +4,20 @@ The decisions (is the pool saturated, which queued request goes next, what expir
 ``inferlane.flowcontrol``'s; this adapter owns what the core must not: the futures requests wait
 on, the timers for TTLs and deadlines, and the metrics. The request path::
 
-    arrival ─► gate.admit ─┬─ pool has capacity and nobody of this priority or higher waits:
-                           │  go now (no queue)
-                           ├─ saturated and sheddable (priority < 0): RequestShed (429)
+    arrival ─► gate.admit ─┬─ pool has capacity and nobody waits: go now (no queue)
+                           ├─ sheddable (priority < 0) and it would have to wait: RequestShed (429)
                            └─ queued ─► granted by pump() ─► pick ─► dispatch ─► gate.dispatched
+    pick chooses among gate.endpoints_with_capacity(): endpoints the gate sees room on (for
+    released and positive-priority requests: below the release threshold, when any is)
                                  └─ TTL / deadline / displaced / queue full: 503 or 429
+
+Two thresholds (hysteresis): requests start to queue when no endpoint is below
+``saturationDetector`` (5 waiting by default); while some wait, one is released only to an
+endpoint with a free batch slot (its batch limit learned from scrapes that showed requests
+waiting), or, before a limit is known, one with fewer waiting than the release threshold (1).
+Sustained overload thus waits here — by priority, fair between flows — instead of in the
+servers' first-come queues, while at normal load the picker keeps its freedom (cache affinity)
+up to 5 waiting.
 
 Grants are serialised: ``pump`` lets one queued request go, and the next only after that one
 was dispatched (``dispatched``), so the saturation it reads already counts the request before
@@ -39,6 +48,7 @@ from inferlane.routing.objectives import Objective
 from inferlane.scheduling.framework import StatesFn
 from inferlane.scheduling.interfaces import Endpoint
 from inferlane.scheduling.pool import FlowSettings
+from inferlane.scheduling.types import EndpointState
 
 TICK_SECONDS = 0.05  # re-check saturation this often while requests wait (the scrape interval)
 RETRY_AFTER_SECONDS = 1
@@ -70,6 +80,7 @@ class PoolGate:
         self.settings = settings
         self.controller = FlowController(settings.queue)
         self.detector = SaturationDetector(settings.saturation)
+        self.release_detector = SaturationDetector(settings.release, batch_aware=True)
         self._states = states
         self._endpoints = tuple(endpoints)
         self._metrics = metrics
@@ -89,8 +100,31 @@ class PoolGate:
             self.settings = settings
             self.controller.reconfigure(settings.queue)
             self.detector = SaturationDetector(settings.saturation)
+            self.release_detector = SaturationDetector(settings.release, batch_aware=True)
         self._endpoints = tuple(endpoints)
         self.pump()
+
+    def endpoints_with_capacity(self, ticket: Ticket = FAST_PASS,
+                                priority: int = 0) -> tuple[Endpoint, ...]:
+        """Where an admitted request may go; the picker chooses among these, so a request lands
+        where the gate saw room, not where a scrape up to 50 ms old looked emptiest.
+
+        A request released from the queue, or one of positive priority, goes to an endpoint
+        below the release threshold (no request waiting, by default) when there is one: the
+        servers' queues are first come first served, so that is where priority is kept. Others
+        (and those when there is none) go to an endpoint below saturation; all endpoints when
+        none is.
+        """
+        states = self._states(self._endpoints)
+        now = self._clock()
+        roomy: list[EndpointState] = []
+        if ticket.granted or priority > 0:
+            roomy = self.release_detector.with_capacity(states, now)
+        if not roomy:
+            roomy = self.detector.with_capacity(states, now)
+        if not roomy or len(roomy) == len(self._endpoints):
+            return self._endpoints
+        return tuple(state.endpoint for state in roomy)
 
     def saturation(self) -> PoolSaturation:
         assessed = self.detector.assess(self._states(self._endpoints), self._clock())
@@ -106,10 +140,9 @@ class PoolGate:
         now = self._clock()
         priority = objective.priority
         saturated = self.saturation().saturated
-        if not saturated and not self._granting \
-                and not self.controller.has_waiting_at_or_above(priority):
-            return FAST_PASS
-        if saturated and objective.sheddable:
+        if not saturated and not self._granting and not len(self.controller):
+            return FAST_PASS  # while anything waits, everyone queues: the queue sets the order
+        if objective.sheddable:  # it would have to wait: the pool is saturated, or was
             self._count(priority, "shed")
             raise RequestShed(
                 f"InferencePool {self.pool_key} is saturated and this request's objective "
@@ -141,8 +174,9 @@ class PoolGate:
                 self.dispatched(Ticket(granted=True))  # granted, then the client left
             raise
         waited = self._clock() - now
-        self._metrics.child(self._metrics.queue_wait, self.pool_key, str(priority)).observe(
-            waited)
+        metrics = self._metrics
+        metrics.child(metrics.queue_wait, self.pool_key, str(priority),
+                      metrics.flow_label(flow_id or "-")).observe(waited)
         return Ticket(granted=True, waited=waited)
 
     def dispatched(self, ticket: Ticket) -> None:
@@ -159,7 +193,8 @@ class PoolGate:
         self._expire(now)
         if not len(self.controller):
             return
-        if self.saturation().saturated:
+        self.saturation()  # the gauge
+        if self.release_detector.assess(self._states(self._endpoints), now).saturated:
             self._arm_tick()
             return
         item = self.controller.pop_next(now)

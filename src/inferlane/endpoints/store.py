@@ -85,6 +85,8 @@ class EndpointStore:
             return  # an older scrape finishing last must not replace a newer one
         state.metrics = metrics
         state.scrape_errors = 0
+        if metrics.waiting > 0 and metrics.running > (state.batch_limit or 0):
+            state.batch_limit = metrics.running  # they wait: the batch is full at this size
 
     def record_scrape_error(self, endpoint: Endpoint) -> None:
         state = self._states.get(endpoint.address)

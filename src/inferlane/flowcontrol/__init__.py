@@ -22,6 +22,7 @@ from inferlane.flowcontrol.saturation import (
     SaturationConfig,
     SaturationDetector,
     endpoint_saturation,
+    free_batch_slots,
 )
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "SaturationConfig",
     "SaturationDetector",
     "endpoint_saturation",
+    "free_batch_slots",
 ]

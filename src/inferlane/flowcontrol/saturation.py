@@ -31,7 +31,8 @@ from inferlane.scheduling.plugins.filter.saturation import (
 )
 from inferlane.scheduling.types import EndpointState
 
-__all__ = ["PoolSaturation", "SaturationConfig", "SaturationDetector", "endpoint_saturation"]
+__all__ = ["PoolSaturation", "SaturationConfig", "SaturationDetector", "endpoint_saturation",
+           "free_batch_slots"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,22 @@ def endpoint_saturation(state: EndpointState, now: float, config: SaturationConf
     return max(waiting / config.queue_threshold, metrics.kv_usage / config.kv_threshold)
 
 
+def free_batch_slots(state: EndpointState, now: float, config: SaturationConfig) -> int | None:
+    """Requests the endpoint's batch can still take without queueing, if its batch limit has
+    been observed (``EndpointState.batch_limit``); None when unknown, 0 when stale, full or
+    over the KV threshold. Requests in flight are the gateway's exact count; the scrape covers
+    other clients (the larger of the two is taken)."""
+    limit = state.batch_limit
+    metrics = state.metrics
+    if limit is None:
+        return None
+    if metrics is None or state.is_stale(now, config.staleness_seconds) \
+            or metrics.kv_usage >= config.kv_threshold:
+        return 0
+    load = max(state.in_flight_requests, metrics.waiting + metrics.running)
+    return max(limit - load, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSaturation:
     """One assessment of a pool."""
@@ -77,19 +94,35 @@ class PoolSaturation:
 class SaturationDetector:
     """Assesses a pool's endpoints against one ``SaturationConfig``."""
 
-    __slots__ = ("config",)
+    __slots__ = ("batch_aware", "config")
 
-    def __init__(self, config: SaturationConfig | None = None) -> None:
+    def __init__(self, config: SaturationConfig | None = None, *,
+                 batch_aware: bool = False) -> None:
         self.config = config if config is not None else SaturationConfig()
+        # batch_aware: an endpoint whose batch limit is known has room only while its batch
+        # has a free slot (no request would wait at the server); unknown limits fall back to
+        # the waiting-queue threshold.
+        self.batch_aware = batch_aware
+
+    def _saturation(self, state: EndpointState, now: float) -> float:
+        if self.batch_aware:
+            free = free_batch_slots(state, now, self.config)
+            if free is not None:
+                return 0.0 if free > 0 else 1.0
+        return endpoint_saturation(state, now, self.config)
+
+    def with_capacity(self, states: Sequence[EndpointState],
+                      now: float) -> list[EndpointState]:
+        """The endpoints below saturation: where the gateway may send a request now."""
+        return [state for state in states if self._saturation(state, now) < 1.0]
 
     def assess(self, states: Sequence[EndpointState], now: float) -> PoolSaturation:
         if not states:
             return PoolSaturation(value=1.0, saturated=True, endpoints=0, with_capacity=0)
-        config = self.config
         total = 0.0
         with_capacity = 0
         for state in states:
-            saturation = endpoint_saturation(state, now, config)
+            saturation = self._saturation(state, now)
             if saturation < 1.0:
                 with_capacity += 1
                 total += saturation

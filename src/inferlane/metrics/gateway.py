@@ -133,8 +133,9 @@ class GatewayMetrics:
         )
         self.queue_wait = Histogram(
             "inferlane_flow_queue_wait_seconds",
-            "Time dispatched requests waited in the gateway's queue.",
-            ["pool", "priority"], buckets=_LATENCY_BUCKETS, registry=r,
+            "Time dispatched requests waited in the gateway's queue, by pool, priority and "
+            "flow (fairness id).",
+            ["pool", "priority", "flow"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.flow_rejections = Counter(
             "inferlane_flow_rejected",

@@ -15,7 +15,7 @@ Randomness comes from an injected ``random.Random`` so tests can pin it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from inferlane.errors import ModelNotFound, NoEndpointAvailable, NotFound
@@ -140,8 +140,10 @@ class Router:
                            objective=objective, headers=facts.headers)
 
     def pick(self, choice: RouteChoice, *, request_id: str, prompt: PromptFacts = NO_PROMPT,
-             now: float = 0.0, explain: int = 1) -> RoutingDecision:
-        """The pool's scheduler picks the endpoint (NoEndpointAvailable when none)."""
+             now: float = 0.0, explain: int = 1,
+             endpoints: Sequence[Endpoint] | None = None) -> RoutingDecision:
+        """The pool's scheduler picks the endpoint (NoEndpointAvailable when none), among
+        ``endpoints`` when given (flow control: those with capacity), else all of the pool's."""
         pool = choice.pool
         pick = pool.scheduler.schedule(
             PickRequest(
@@ -149,7 +151,7 @@ class Router:
                 prompt=prompt.text, prompt_tokens=prompt.prompt_tokens,
                 max_tokens=prompt.max_tokens, now=now,
             ),
-            pool.endpoints,
+            pool.endpoints if endpoints is None else endpoints,
             explain=explain,
         )
         endpoint = pick.endpoint

@@ -10,6 +10,8 @@ from inferlane.routing.rewrite import ModelRewriteTable
 from inferlane.scheduling.framework import Scheduler
 from inferlane.scheduling.interfaces import Endpoint
 
+DEFAULT_RELEASE_QUEUE_DEPTH = 1
+
 # Modes whose profile reads nothing the scraper provides: their endpoints are not scraped.
 METRIC_FREE_MODES = frozenset({"round-robin", "random"})
 
@@ -19,7 +21,12 @@ class FlowSettings:
     """How the gateway queues a saturated pool's requests (None on a pool: no queueing)."""
 
     queue: FlowControlConfig
-    saturation: SaturationConfig
+    saturation: SaturationConfig  # when requests start to queue (and where new ones may go)
+    # While requests wait, where a queued one may be released: stricter (1 waiting by default)
+    # so overload waits in the gateway's queue, which is by priority and fair, not in the
+    # servers', which are first come first served.
+    release: SaturationConfig = field(default_factory=lambda: SaturationConfig(
+        queue_threshold=DEFAULT_RELEASE_QUEUE_DEPTH))
 
 
 @dataclass(frozen=True, slots=True)

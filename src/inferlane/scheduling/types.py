@@ -44,6 +44,9 @@ class EndpointState:
     # Uncached prompt tokens of requests in flight with no first token yet: the prefill work
     # the endpoint still has to do for us, which no scrape reports.
     pending_prefill_tokens: int = 0
+    # The server's batch size limit as observed: its running count in a scrape that also
+    # showed requests waiting (they wait because the batch is full). None until seen.
+    batch_limit: int | None = None
     scrape_errors: int = 0  # consecutive failed scrapes
     ewma_prefill_seconds_per_token: float | None = None
     ewma_decode_seconds_per_token: float | None = None

@@ -212,3 +212,27 @@ async def test_a_granted_request_cancelled_before_it_runs_releases_the_grant() -
         await first
     gate.dispatched(await second)  # the grant was handed on, not lost
     gate.close()
+
+
+async def test_released_and_high_priority_requests_go_where_a_batch_slot_is_free() -> None:
+    now = time.monotonic()
+    full = EndpointState(Endpoint("default/full", "10.0.0.2", 8000),
+                         ServerMetrics(running=16, waiting=0, scraped_at=now), batch_limit=16)
+    open_slot = EndpointState(Endpoint("default/open", "10.0.0.3", 8000),
+                              ServerMetrics(running=15, waiting=0, scraped_at=now),
+                              batch_limit=16)
+    queued = EndpointState(Endpoint("default/queued", "10.0.0.4", 8000),
+                           ServerMetrics(running=16, waiting=5, scraped_at=now), batch_limit=16)
+    states = [full, open_slot, queued]
+    endpoints = [s.endpoint for s in states]
+    gate = PoolGate("default/pool", FlowSettings(FlowControlConfig(), SaturationConfig()),
+                    lambda _: states, endpoints, GatewayMetrics())
+    # A standard request on the fast path may go anywhere below 5 waiting ...
+    assert gate.endpoints_with_capacity(FAST_PASS, 0) == (full.endpoint, open_slot.endpoint)
+    # ... a critical one, or one released from the queue, only where it will not wait.
+    assert gate.endpoints_with_capacity(FAST_PASS, 2) == (open_slot.endpoint,)
+    assert gate.endpoints_with_capacity(Ticket(granted=True), 0) == (open_slot.endpoint,)
+    open_slot.in_flight_requests = 16  # we just sent it one: no free slot anywhere now
+    assert gate.endpoints_with_capacity(Ticket(granted=True), 0) == (full.endpoint,
+                                                                     open_slot.endpoint)
+    gate.close()

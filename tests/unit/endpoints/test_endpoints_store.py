@@ -195,3 +195,15 @@ def test_decode_ewma_counts_intervals_between_tokens() -> None:
     store.on_complete(A, 50, output_tokens=1, decode_seconds=5.0)  # no interval: no sample
     store.on_complete(A, 50)
     assert state.ewma_decode_seconds_per_token == pytest.approx(0.03)
+
+
+def test_the_batch_limit_is_learned_from_scrapes_that_show_requests_waiting() -> None:
+    store = EndpointStore()
+    store.sync([A])
+    state = store.state(A)
+    store.record_scrape(A, ServerMetrics(running=10, waiting=0, scraped_at=1.0))
+    assert state.batch_limit is None  # nothing waits: the batch may hold more
+    store.record_scrape(A, ServerMetrics(running=16, waiting=3, scraped_at=2.0))
+    assert state.batch_limit == 16
+    store.record_scrape(A, ServerMetrics(running=12, waiting=2, scraped_at=3.0))
+    assert state.batch_limit == 16  # KV pressure held it lower for a while: keep the largest

@@ -11,6 +11,7 @@ from inferlane.flowcontrol import (
     SaturationConfig,
     SaturationDetector,
     endpoint_saturation,
+    free_batch_slots,
 )
 from inferlane.scheduling.interfaces import Endpoint
 from inferlane.scheduling.types import EndpointState, ServerMetrics
@@ -107,3 +108,36 @@ def test_config_rejects_out_of_range(kwargs: dict[str, float], field: str) -> No
 
 def test_config_accepts_boundaries() -> None:
     assert SaturationConfig(queue_threshold=0.5, kv_threshold=1.0).kv_threshold == 1.0
+
+
+def limited(*, running: int, waiting: int = 0, in_flight: int = 0, kv: float = 0.0,
+            limit: int | None = 16, at: float | None = NOW) -> EndpointState:
+    endpoint = state(running=running, waiting=waiting, in_flight=in_flight, kv=kv, at=at)
+    endpoint.batch_limit = limit
+    return endpoint
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "free"),
+    [
+        pytest.param(limited(running=10), 6, id="six free slots"),
+        pytest.param(limited(running=10, in_flight=15), 1, id="our in-flight count is newer"),
+        pytest.param(limited(running=16, waiting=1), 0, id="full, one waiting"),
+        pytest.param(limited(running=10, limit=None), None, id="limit never seen"),
+        pytest.param(limited(running=2, at=NOW - 5), 0, id="stale"),
+        pytest.param(limited(running=2, kv=0.9), 0, id="KV over its threshold"),
+    ],
+)
+def test_free_batch_slots(endpoint: EndpointState, free: int | None) -> None:
+    assert free_batch_slots(endpoint, NOW, DEFAULT) == free
+
+
+def test_a_batch_aware_detector_releases_only_into_free_slots() -> None:
+    release = SaturationDetector(SaturationConfig(queue_threshold=1), batch_aware=True)
+    full = limited(running=16)  # no one waits, but the batch is full: a new one would wait
+    roomy = limited(running=15)
+    unknown = limited(running=30, waiting=0, limit=None)  # falls back to the waiting threshold
+    assert release.with_capacity([full, roomy, unknown], NOW) == [roomy, unknown]
+    assert release.assess([full], NOW).saturated
+    assert not SaturationDetector(SaturationConfig(queue_threshold=1)).assess(
+        [full], NOW).saturated  # without batch awareness only the waiting queue counts

@@ -173,6 +173,15 @@ class FlowControl(StrictModel):
     default_request_ttl: Duration | None = Field(
         None, alias="defaultRequestTTL",
         description="Longest wait in the queue before a 503 (default 30s).")
+    release_queue_depth_threshold: int | None = Field(
+        None, alias="releaseQueueDepthThreshold", ge=1, le=1000,
+        description="inferlane: while requests wait in the gateway, one is released only to an "
+                    "endpoint with a free batch slot (its batch limit learned from scrapes that "
+                    "showed requests waiting) or, before that limit is known, with fewer "
+                    "requests waiting than this (default 1). Overload then waits in the "
+                    "gateway's queue (by priority, fair) instead of the servers' (first come, "
+                    "first served). `saturationDetector.queueDepthThreshold` still decides "
+                    "when requests start to queue.")
     default_band: DefaultBand | None = Field(None, alias="defaultBand",
                                              description="Band settings for other priorities.")
     priority_bands: list[PriorityBand] = Field(
