@@ -81,6 +81,10 @@ def free_batch_slots(state: EndpointState, now: float, config: SaturationConfig)
     return max(limit - load, 0)
 
 
+def _blind(states: Sequence[EndpointState]) -> bool:
+    return bool(states) and all(state.metrics is None for state in states)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSaturation:
     """One assessment of a pool."""
@@ -113,12 +117,22 @@ class SaturationDetector:
 
     def with_capacity(self, states: Sequence[EndpointState],
                       now: float) -> list[EndpointState]:
-        """The endpoints below saturation: where the gateway may send a request now."""
+        """The endpoints below saturation: where the gateway may send a request now (all of
+        them when none was ever scraped: see ``assess``)."""
+        if _blind(states):
+            return list(states)
         return [state for state in states if self._saturation(state, now) < 1.0]
 
     def assess(self, states: Sequence[EndpointState], now: float) -> PoolSaturation:
+        """The pool's saturation. A pool none of whose endpoints was ever scraped successfully
+        (servers without a metrics endpoint, or before the first scrape) is *unknown*, not
+        saturated: flow control cannot see its load and must not hold its traffic; an endpoint
+        whose metrics went stale still counts as saturated (it stopped answering)."""
         if not states:
             return PoolSaturation(value=1.0, saturated=True, endpoints=0, with_capacity=0)
+        if _blind(states):
+            return PoolSaturation(value=0.0, saturated=False, endpoints=len(states),
+                                  with_capacity=len(states))
         total = 0.0
         with_capacity = 0
         for state in states:

@@ -141,3 +141,19 @@ def test_a_batch_aware_detector_releases_only_into_free_slots() -> None:
     assert release.assess([full], NOW).saturated
     assert not SaturationDetector(SaturationConfig(queue_threshold=1)).assess(
         [full], NOW).saturated  # without batch awareness only the waiting queue counts
+
+
+def test_a_pool_never_scraped_is_unknown_not_saturated() -> None:
+    # Servers without a metrics endpoint: flow control cannot see their load and must not hold
+    # their traffic (it would only ever time out in the queue).
+    detector = SaturationDetector(DEFAULT)
+    blind = [state(0, at=None), state(1, at=None)]
+    assessed = detector.assess(blind, NOW)
+    assert not assessed.saturated
+    assert (assessed.endpoints, assessed.with_capacity) == (2, 2)
+    assert detector.with_capacity(blind, NOW) == blind
+    # One scraped endpoint is enough to see: the never-scraped one counts as saturated again.
+    mixed = [state(0, at=None), state(1, waiting=9)]
+    assert detector.assess(mixed, NOW).saturated
+    # Metrics that went stale mean the server stopped answering: saturated.
+    assert detector.assess([state(0, at=NOW - 60)], NOW).saturated
