@@ -31,12 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import signal
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -79,36 +77,9 @@ def start_gateway(log_dir: Path, fleet: routing_peers.SimFleet, mode: Mode) -> p
     argv = [str(executable), "serve", "--config", str(path), "--port", str(port),
             "--host", "127.0.0.1"]
     launch = peers.Launch(mode.name, peers.start_process(f"inferlane-{slug}", argv, log_dir),
-                          port)
-    _ready(launch)
+                          port, headers={pw.OBJECTIVE_HEADER: "critical"})
+    routing_peers.ready(launch, MODEL)
     return launch
-
-
-def _ready(launch: peers.Launch, timeout_s: float = 60.0) -> None:
-    """Poll a small critical chat completion until it answers 200 (bounded)."""
-    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "ping"}],
-                       "max_tokens": 2}).encode()
-    deadline = time.monotonic() + timeout_s
-    last = "no answer yet"
-    try:
-        while time.monotonic() < deadline:
-            if not launch.process.alive():
-                raise peers.PeerError(f"{launch.name} exited: {launch.process.log_tail()}")
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{launch.port}/v1/chat/completions", data=body,
-                headers={"Content-Type": "application/json", pw.OBJECTIVE_HEADER: "critical"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError as error:
-                last = str(error)
-            time.sleep(0.3)
-        raise peers.PeerError(f"{launch.name} not ready after {timeout_s:g} s ({last}); "
-                              f"log {launch.process.log_path}")
-    except BaseException:
-        launch.process.stop()
-        raise
 
 
 def rss_bytes(pid: int) -> int:

@@ -150,7 +150,7 @@ def start_inferlane(log_dir: Path, fleet: SimFleet, policy: str, models: Sequenc
             "--host", "127.0.0.1"]
     process = peers.start_process(f"inferlane-{policy}", argv, log_dir, cpus=cpus)
     launch = peers.Launch(f"inferlane {policy}", process, port)
-    _ready(launch, model)
+    ready(launch, model)
     return launch
 
 
@@ -164,7 +164,7 @@ def start_sglang_router(log_dir: Path, fleet: SimFleet, cpus: Sequence[int], mod
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     process = peers.start_process("sglang-router", argv, log_dir, cpus=cpus, env=env)
     launch = peers.Launch("sglang-router", process, port)
-    _ready(launch, model)
+    ready(launch, model)
     return launch
 
 
@@ -178,7 +178,7 @@ def start_vllm_router(log_dir: Path, fleet: SimFleet, cpus: Sequence[int], model
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     process = peers.start_process("vllm-router", argv, log_dir, cpus=cpus, env=env)
     launch = peers.Launch("vllm-router", process, port)
-    _ready(launch, model)
+    ready(launch, model)
     return launch
 
 
@@ -203,11 +203,11 @@ def start_litellm(log_dir: Path, fleet: SimFleet, models: Sequence[str], cpus: S
                                   env=peers.litellm_env(closed_port), cwd=log_dir)
     launch = peers.Launch("litellm-least-busy", process, port,
                           {"Authorization": f"Bearer {peers.MASTER_KEY}"})
-    _ready(launch, model, timeout_s=120)
+    ready(launch, model, timeout_s=120)
     return launch
 
 
-def _ready(launch: peers.Launch, model: str, timeout_s: float = 60.0) -> None:
+def ready(launch: peers.Launch, model: str, timeout_s: float = 60.0) -> None:
     """Poll a small chat completion for ``model`` through the launch until it answers 200."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "ping"}],
                        "max_tokens": 2}).encode()

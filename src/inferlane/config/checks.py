@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inferlane.config.attachment import attached_listeners
-from inferlane.config.checks_index import Findings, Index, Loaded, ResourceKey, not_found
+from inferlane.config.checks_index import (
+    Findings,
+    Index,
+    Loaded,
+    ResourceKey,
+    check_pool_ref,
+    not_found,
+)
 from inferlane.config.issues import suggest
 from inferlane.config.paths import Path
 from inferlane.config.policy_checks import check_policies
@@ -229,15 +236,9 @@ def _check_rewrites(items: Sequence[Loaded], index: Index, findings: Findings) -
         rewrite = item.resource
         assert isinstance(rewrite, InferenceModelRewrite)
         ref = rewrite.spec.pool_ref
-        if (ref.group, ref.kind) != (INFERENCE_GROUP, "InferencePool"):
-            wrong = "kind" if ref.kind != "InferencePool" else "group"
-            findings.error(item, ("spec", "poolRef", wrong),
-                           f"poolRef must name an InferencePool (group {INFERENCE_GROUP}, kind "
-                           f'InferencePool); got {ref.kind} in group "{ref.group}"')
+        if not check_pool_ref(item, rewrite.namespace, ref.group, ref.kind, ref.name, index,
+                              findings):
             continue
-        missing = not_found(index, findings, "InferencePool", rewrite.namespace, ref.name)
-        if missing:
-            findings.error(item, ("spec", "poolRef", "name"), missing)
         pool = (rewrite.namespace, ref.name)
         for i, rule in enumerate(rewrite.spec.rules):
             where = f"InferenceModelRewrite {rewrite.name} rules[{i}]"

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 
 from inferlane.config.issues import suggest
 from inferlane.config.paths import Path, format_path
-from inferlane.config.resources import HTTPRoute, InferencePool, ModelServer, Resource
+from inferlane.config.resources import (
+    INFERENCE_GROUP,
+    HTTPRoute,
+    InferencePool,
+    ModelServer,
+    Resource,
+)
 from inferlane.config.yaml_source import LineMap
 from inferlane.errors import ConfigIssue
 
@@ -75,3 +81,19 @@ def not_found(index: Index, findings: Findings, kind: str, namespace: str,
     return message + (f' (did you mean "{hint}"?)' if hint else "")
 
 
+
+
+def check_pool_ref(item: Loaded, namespace: str, group: str, kind: str, name: str,
+                   index: Index, findings: Findings) -> bool:
+    """Report a ``spec.poolRef`` that is not an InferencePool or names a missing one; True when
+    it is well-formed (the pool may still be missing)."""
+    if (group, kind) != (INFERENCE_GROUP, "InferencePool"):
+        wrong = "kind" if kind != "InferencePool" else "group"
+        findings.error(item, ("spec", "poolRef", wrong),
+                       f"poolRef must name an InferencePool (group {INFERENCE_GROUP}, kind "
+                       f'InferencePool); got {kind} in group "{group}"')
+        return False
+    missing = not_found(index, findings, "InferencePool", namespace, name)
+    if missing:
+        findings.error(item, ("spec", "poolRef", "name"), missing)
+    return True

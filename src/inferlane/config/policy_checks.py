@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from inferlane.config.checks_index import Findings, Index, Loaded, not_found
+from inferlane.config.checks_index import Findings, Index, Loaded, check_pool_ref, not_found
 from inferlane.config.resources import (
     GATEWAY_GROUP,
-    INFERENCE_GROUP,
     InferenceModel,
     InferenceObjective,
     InferencePool,
@@ -41,15 +40,7 @@ def check_policies(items: Sequence[Loaded], index: Index, findings: Findings) ->
 def _check_pool_ref(item: Loaded, res: InferenceObjective | InferenceModel, index: Index,
                     findings: Findings) -> None:
     ref = res.spec.pool_ref
-    if (ref.group, ref.kind) != (INFERENCE_GROUP, "InferencePool"):
-        wrong = "kind" if ref.kind != "InferencePool" else "group"
-        findings.error(item, ("spec", "poolRef", wrong),
-                       f"poolRef must name an InferencePool (group {INFERENCE_GROUP}, kind "
-                       f'InferencePool); got {ref.kind} in group "{ref.group}"')
-        return
-    missing = not_found(index, findings, "InferencePool", res.namespace, ref.name)
-    if missing:
-        findings.error(item, ("spec", "poolRef", "name"), missing)
+    check_pool_ref(item, res.namespace, ref.group, ref.kind, ref.name, index, findings)
 
 
 def _check_default_objective(item: Loaded, pool: InferencePool, index: Index,

@@ -61,6 +61,8 @@ class Ticket:
 
     granted: bool
     waited: float = 0.0
+    # Where the request may go (the picker chooses among these); None: anywhere in the pool.
+    endpoints: tuple[Endpoint, ...] | None = None
 
 
 FAST_PASS = Ticket(granted=False)
@@ -110,18 +112,22 @@ class PoolGate:
         where the gate saw room, not where a scrape up to 50 ms old looked emptiest.
 
         A request released from the queue, or one of positive priority, goes to an endpoint
-        below the release threshold (no request waiting, by default) when there is one: the
-        servers' queues are first come first served, so that is where priority is kept. Others
-        (and those when there is none) go to an endpoint below saturation; all endpoints when
-        none is.
+        below the release threshold (a free batch slot, or no request waiting) when there is
+        one: the servers' queues are first come first served, so that is where priority is
+        kept. Others (and those when there is none) go to an endpoint below saturation; all
+        endpoints when none is. ``admit`` puts the answer on the ticket it returns.
         """
         states = self._states(self._endpoints)
         now = self._clock()
-        roomy: list[EndpointState] = []
-        if ticket.granted or priority > 0:
-            roomy = self.release_detector.with_capacity(states, now)
-        if not roomy:
-            roomy = self.detector.with_capacity(states, now)
+        return self._destinations(states, self.detector.with_capacity(states, now),
+                                  ticket.granted or priority > 0, now)
+
+    def _destinations(self, states: Sequence[EndpointState], roomy: Sequence[EndpointState],
+                      strict: bool, now: float) -> tuple[Endpoint, ...]:
+        if strict:
+            release = self.release_detector.with_capacity(states, now)
+            if release:
+                roomy = release
         if not roomy or len(roomy) == len(self._endpoints):
             return self._endpoints
         return tuple(state.endpoint for state in roomy)
@@ -139,9 +145,12 @@ class PoolGate:
         otherwise. ``deadline`` is absolute (the clock's seconds)."""
         now = self._clock()
         priority = objective.priority
-        saturated = self.saturation().saturated
-        if not saturated and not self._granting and not len(self.controller):
-            return FAST_PASS  # while anything waits, everyone queues: the queue sets the order
+        states = self._states(self._endpoints)
+        roomy = self.detector.with_capacity(states, now)  # empty: the pool is saturated
+        if roomy and not self._granting and not len(self.controller):
+            # While anything waits, everyone queues: the queue sets the order.
+            return Ticket(granted=False, endpoints=self._destinations(
+                states, roomy, priority > 0, now))
         if objective.sheddable:  # it would have to wait: the pool is saturated, or was
             self._count(priority, "shed")
             raise RequestShed(
@@ -173,11 +182,13 @@ class PoolGate:
             elif future.done() and not future.cancelled() and future.exception() is None:
                 self.dispatched(Ticket(granted=True))  # granted, then the client left
             raise
-        waited = self._clock() - now
+        released = self._clock()
         metrics = self._metrics
         metrics.child(metrics.queue_wait, self.pool_key, str(priority),
-                      metrics.flow_label(flow_id or "-")).observe(waited)
-        return Ticket(granted=True, waited=waited)
+                      metrics.flow_label(flow_id or "-")).observe(released - now)
+        states = self._states(self._endpoints)
+        return Ticket(granted=True, waited=released - now, endpoints=self._destinations(
+            states, self.detector.with_capacity(states, released), True, released))
 
     def dispatched(self, ticket: Ticket) -> None:
         """The request ``ticket`` admitted was sent (or failed before sending): next, please."""
@@ -193,7 +204,6 @@ class PoolGate:
         self._expire(now)
         if not len(self.controller):
             return
-        self.saturation()  # the gauge
         if self.release_detector.assess(self._states(self._endpoints), now).saturated:
             self._arm_tick()
             return
@@ -215,6 +225,7 @@ class PoolGate:
     def _on_tick(self) -> None:
         self._tick = None
         self.pump()
+        self.saturation()  # the gauge (also refreshed when /metrics is read)
         self._publish_flows()
         if len(self.controller) and not self._granting:
             self._arm_tick()

@@ -228,8 +228,7 @@ class InferenceProxy:
             decision = state.router.pick(
                 choice, request_id=request_id, prompt=prompt_facts(document),
                 now=time.monotonic(), explain=DEBUG_CANDIDATES if debug else 1,
-                endpoints=(gate.endpoints_with_capacity(ticket, choice.objective.priority)
-                           if gate is not None else None),
+                endpoints=ticket.endpoints,
             )
             metrics = state.metrics
             metrics.child(metrics.picker_duration, decision.pool.key).observe(

@@ -65,8 +65,10 @@ def rejected(metrics: GatewayMetrics, reason: str) -> float:
 async def test_a_pool_with_capacity_lets_requests_through_without_queueing() -> None:
     pool = Pool()
     gate, _ = gate_for(pool)
-    assert await gate.admit(SHEDDABLE, "", 10, None) is FAST_PASS
-    assert await gate.admit(CRITICAL, "t", 10, None) is FAST_PASS
+    passed = await gate.admit(SHEDDABLE, "", 10, None)
+    assert not passed.granted
+    assert passed.endpoints == (ENDPOINT,)
+    assert not (await gate.admit(CRITICAL, "t", 10, None)).granted
     assert len(gate.controller) == 0
 
 
@@ -80,7 +82,7 @@ async def test_sheddable_requests_are_shed_only_when_the_pool_is_saturated() -> 
     assert shed.value.headers["retry-after"] == "1"
     assert rejected(metrics, "shed") == 1
     pool.free()
-    assert await gate.admit(SHEDDABLE, "", 10, None) is FAST_PASS
+    assert not (await gate.admit(SHEDDABLE, "", 10, None)).granted
     gate.close()
 
 

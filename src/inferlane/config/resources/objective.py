@@ -64,6 +64,26 @@ def _annotation_seconds(resource: Resource, key: str) -> float | None:
     return parse_duration(value) if value else None
 
 
+class _ObjectiveAnnotations(Resource):
+    """What both objective kinds read from their annotations."""
+
+    known_annotations: ClassVar[frozenset[str]] = frozenset({TTFT_TARGET_ANNOTATION,
+                                                             DEADLINE_ANNOTATION})
+
+    @model_validator(mode="after")
+    def _check_annotations(self) -> _ObjectiveAnnotations:
+        _check_duration_annotations(self)
+        return self
+
+    @property
+    def ttft_target(self) -> float | None:
+        return _annotation_seconds(self, TTFT_TARGET_ANNOTATION)
+
+    @property
+    def deadline(self) -> float | None:
+        return _annotation_seconds(self, DEADLINE_ANNOTATION)
+
+
 class InferenceObjectiveSpec(StrictModel):
     """Priority of the objective's requests within one pool."""
 
@@ -75,7 +95,7 @@ class InferenceObjectiveSpec(StrictModel):
                                           description="Pool the objective applies to.")
 
 
-class InferenceObjective(Resource):
+class InferenceObjective(_ObjectiveAnnotations):
     """A named priority (and, as extensions, a TTFT target and a default deadline).
 
     Chosen per request by the header ``x-gateway-inference-objective: <name>``; see the module
@@ -87,25 +107,9 @@ class InferenceObjective(Resource):
     kind: Literal["InferenceObjective"] = Field(description="Resource kind.")
     spec: InferenceObjectiveSpec = Field(description="Priority and pool.")
 
-    known_annotations: ClassVar[frozenset[str]] = frozenset({TTFT_TARGET_ANNOTATION,
-                                                             DEADLINE_ANNOTATION})
-
-    @model_validator(mode="after")
-    def _check_annotations(self) -> InferenceObjective:
-        _check_duration_annotations(self)
-        return self
-
     @property
     def priority(self) -> int:
         return self.spec.priority or 0
-
-    @property
-    def ttft_target(self) -> float | None:
-        return _annotation_seconds(self, TTFT_TARGET_ANNOTATION)
-
-    @property
-    def deadline(self) -> float | None:
-        return _annotation_seconds(self, DEADLINE_ANNOTATION)
 
 
 class InferenceModelTarget(StrictModel):
@@ -138,7 +142,7 @@ class InferenceModelSpec(StrictModel):
         return self
 
 
-class InferenceModel(Resource):
+class InferenceModel(_ObjectiveAnnotations):
     """Older form of an objective, selected by the request's model name (see module docstring).
 
     Same annotations as InferenceObjective.
@@ -149,21 +153,6 @@ class InferenceModel(Resource):
     kind: Literal["InferenceModel"] = Field(description="Resource kind.")
     spec: InferenceModelSpec = Field(description="Model, criticality, pool and targets.")
 
-    known_annotations: ClassVar[frozenset[str]] = InferenceObjective.known_annotations
-
-    @model_validator(mode="after")
-    def _check_annotations(self) -> InferenceModel:
-        _check_duration_annotations(self)
-        return self
-
     @property
     def priority(self) -> int:
         return CRITICALITY_PRIORITY[self.spec.criticality or "Standard"]
-
-    @property
-    def ttft_target(self) -> float | None:
-        return _annotation_seconds(self, TTFT_TARGET_ANNOTATION)
-
-    @property
-    def deadline(self) -> float | None:
-        return _annotation_seconds(self, DEADLINE_ANNOTATION)
