@@ -41,7 +41,7 @@ from inferlane.routing.objectives import (
     parse_deadline_ms,
 )
 from inferlane.routing.prompt import prompt_facts
-from inferlane.routing.router import MODEL_HEADER, RoutingDecision
+from inferlane.routing.router import MODEL_HEADER, NO_PROMPT, RoutingDecision
 from inferlane.routing.rules import HeaderModifier
 
 log = logging.getLogger("inferlane.proxy")
@@ -225,8 +225,12 @@ class InferenceProxy:
         release = _Release(gate, ticket)
         try:
             picking = time.perf_counter()
+            # The prompt's text and size feed the scheduler's and the store's estimates (and a
+            # token budget's fallback charge); a round-robin or random pool reads neither.
+            prompt = (prompt_facts(document) if choice.pool.needs_metrics or charges
+                      else NO_PROMPT)
             decision = state.router.pick(
-                choice, request_id=request_id, prompt=prompt_facts(document),
+                choice, request_id=request_id, prompt=prompt,
                 now=time.monotonic(), explain=DEBUG_CANDIDATES if debug else 1,
                 endpoints=ticket.endpoints,
             )
