@@ -124,11 +124,9 @@ FairnessPolicy = Literal["round-robin", "fcfs"]
 OrderingPolicy = Literal["fcfs", "edf"]
 
 
-class PriorityBand(StrictModel):
-    """Queue limits and policies of one priority (requests with other priorities use the
-    `defaultBand` values)."""
+class DefaultBand(StrictModel):
+    """Limits and policies for priorities without their own band."""
 
-    priority: int = Field(ge=-1000, le=1000, description="The objective priority it holds.")
     max_requests: int | None = Field(None, alias="maxRequests", ge=1,
                                      description="Queued requests at most (default 1000).")
     max_bytes: ByteQuantity | None = Field(None, alias="maxBytes",
@@ -143,17 +141,10 @@ class PriorityBand(StrictModel):
         description="Inside a flow: `fcfs` (default) or `edf` (earliest deadline first).")
 
 
-class DefaultBand(StrictModel):
-    """Limits and policies for priorities without their own band."""
+class PriorityBand(DefaultBand):
+    """Queue limits and policies of one priority; unset fields take the `defaultBand` values."""
 
-    max_requests: int | None = Field(None, alias="maxRequests", ge=1,
-                                     description="Queued requests at most (default 1000).")
-    max_bytes: ByteQuantity | None = Field(None, alias="maxBytes",
-                                           description="Queued request bytes (default 64Mi).")
-    fairness_policy: FairnessPolicy | None = Field(
-        None, alias="fairnessPolicy", description="`round-robin` (default) or `fcfs`.")
-    ordering_policy: OrderingPolicy | None = Field(
-        None, alias="orderingPolicy", description="`fcfs` (default) or `edf`.")
+    priority: int = Field(ge=-1000, le=1000, description="The objective priority it holds.")
 
 
 class FlowControl(StrictModel):
