@@ -500,6 +500,20 @@ def slo_total(gateway: GatewayProcess, objective: str) -> float:
                           objective=objective)
 
 
+async def test_an_objective_the_pool_does_not_have_runs_as_the_default_and_is_counted(
+        flow: FlowStack) -> None:
+    def unknown() -> float:
+        return flow.gateway.metric("inferlane_objective_unknown_total", pool=POOL_FLOW)
+
+    before = unknown()
+    async with aiohttp.ClientSession() as session:
+        reply = await chat(session, flow.gateway, MODEL_FLOW, objective="no-such-objective")
+        assert reply.status == 200, reply
+        named = await chat(session, flow.gateway, MODEL_FLOW, objective="critical")
+        assert named.status == 200, named
+    assert unknown() == before + 1
+
+
 def test_streamed_requests_of_an_objective_with_a_ttft_target_are_counted(
         flow: FlowStack) -> None:
     gateway = flow.gateway

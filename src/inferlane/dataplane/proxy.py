@@ -37,6 +37,7 @@ from inferlane.routing.match import RequestFacts
 from inferlane.routing.objectives import (
     DEADLINE_HEADER,
     FAIRNESS_HEADER,
+    OBJECTIVE_HEADER,
     Objective,
     parse_deadline_ms,
 )
@@ -207,6 +208,9 @@ class InferenceProxy:
             )
             debug = headers.get(DEBUG_HEADER) == "1"
             choice = state.router.route(snapshot, listener, facts, model=model)
+            named = headers.get(OBJECTIVE_HEADER)
+            if named and named != choice.objective.name:
+                state.metrics.child(state.metrics.unknown_objectives, choice.pool.key).inc()
             budget = _time_budget(headers, choice.objective)
             deadline = time.monotonic() + budget if budget is not None else None
             charges: list[Charge] = []

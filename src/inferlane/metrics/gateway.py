@@ -154,6 +154,12 @@ class GatewayMetrics:
             "Rate-limit backend failures (the policy's failureMode decided the request).",
             ["policy"], registry=r,
         )
+        self.unknown_objectives = Counter(
+            "inferlane_objective_unknown",
+            "Requests whose x-gateway-inference-objective names no objective of the pool they "
+            "were routed to (they ran under the pool's default objective).",
+            ["pool"], registry=r,
+        )
         self.slo_requests = Counter(
             "inferlane_objective_ttft_slo",
             "Streamed requests of objectives with a TTFT target, by whether the first token "
