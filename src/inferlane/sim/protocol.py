@@ -78,6 +78,8 @@ class ParsedRequest:
     max_tokens: int | None = None
     stream: bool = False
     include_usage: bool = False
+    # max_tokens caps a natural-length output (Anthropic) instead of fixing the length (OpenAI).
+    natural_stop: bool = False
 
     @property
     def prompt_tokens(self) -> int:

@@ -7,6 +7,8 @@ a real server would produce them. A handler whose client goes away is cancelled 
 
 Simulated time: the engine sees ``(loop.time() - start) / time_scale`` seconds, so its latency
 metrics are in simulated seconds while the wall clock runs ``time_scale`` times as fast.
+
+Anthropic's ``/v1/messages`` runs as a chat completion; ``anthropic.py`` translates it both ways.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import socket
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
+from inferlane.sim import anthropic
 from inferlane.sim.engine import Engine, EngineConfig, EngineRequest, FinishReason, Sequence
 from inferlane.sim.faults import FaultAction, FaultInjector, FaultOptions
 from inferlane.sim.metrics import CONTENT_TYPE, MetricsRenderer
@@ -144,6 +148,7 @@ class SimReplica:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completion)
         app.router.add_post("/v1/embeddings", self._embedding)
+        app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics_page)
@@ -268,10 +273,11 @@ class SimReplica:
     def _output_plan(self, parsed: ParsedRequest, prompt: Prompt, seed: int
                      ) -> tuple[int, FinishReason]:
         room = self.settings.engine.context_limit - prompt.num_tokens
-        if parsed.max_tokens is not None:
-            return min(parsed.max_tokens, room), FinishReason.LENGTH
         natural = natural_output_length(seed, self.settings.min_output_tokens,
                                         self.settings.max_output_tokens)
+        limit = parsed.max_tokens
+        if limit is not None and not (parsed.natural_stop and natural <= limit):
+            return min(limit, room), FinishReason.LENGTH
         return (natural, FinishReason.STOP) if natural <= room else (room, FinishReason.LENGTH)
 
     def _abort(self, flow: _Flow) -> None:
@@ -305,17 +311,37 @@ class SimReplica:
                                     injected_faults=self.fault_injector.injected)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic Messages: run as a chat completion, the answer translated back."""
+        try:
+            parsed = await self._accept(
+                request, lambda body: anthropic.parse_messages(body, self.served))
+        except APIError as exc:
+            return web.Response(status=exc.status, body=anthropic.error_body(exc),
+                                content_type=_JSON)
+        return await self._answer(request, parsed, anthropic.MessagesResponse(parsed.model))
+
     async def _generate(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         try:
-            parsed = await self._accept(request, endpoint)
+            parsed = await self._accept(
+                request, lambda body: parse_request(endpoint, body, self.served))
         except APIError as exc:
             return web.Response(status=exc.status, body=exc.body(), content_type=_JSON)
+        return await self._answer(request, parsed)
+
+    async def _answer(self, request: web.Request, parsed: ParsedRequest,
+                      translation: anthropic.MessagesResponse | None = None
+                      ) -> web.StreamResponse:
+        """Run ``parsed`` through the engine and answer in OpenAI format, or through
+        ``translation`` in Anthropic format."""
+        endpoint = parsed.endpoint
         flow = self._submit(parsed)
         try:
             response_id = _ID_PREFIX[endpoint] + uuid.uuid4().hex
             created = int(time.time())
             if parsed.stream:
-                return await self._stream(request, parsed, flow, response_id, created)
+                return await self._stream(request, parsed, flow, response_id, created,
+                                          translation)
             while not flow.finished:
                 await flow.event.wait()
                 flow.event.clear()
@@ -327,12 +353,15 @@ class SimReplica:
                     ChoiceResult(c.index, output_text(c.seed, 0, c.visible),
                                  str(c.finish_reason), c.visible)
                     for c in flow.choices], flow.choices[0].sequence.num_cached_tokens)
+                if translation is not None:
+                    body = translation.body(body)
             return web.Response(body=body, content_type=_JSON)
         finally:
             self._abort(flow)  # no-op unless the client left (cancellation) before the end
 
-    async def _accept(self, request: web.Request, endpoint: Endpoint) -> ParsedRequest:
-        """Read and validate the request and apply injected faults before the engine."""
+    async def _accept(self, request: web.Request, parse: Callable[[object], ParsedRequest]
+                      ) -> ParsedRequest:
+        """Read the request, apply injected faults, then decode and ``parse`` it."""
         raw = await request.read()
         action = self.fault_injector.decide()
         if action is FaultAction.CRASH:
@@ -347,18 +376,25 @@ class SimReplica:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise APIError(400, f"Invalid JSON in request body: {exc}") from exc
-        parsed = parse_request(endpoint, body, self.served)
+        parsed = parse(body)
         delay_ms = self.fault_injector.options.added_latency_ms
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000.0 * self.settings.time_scale)
         return parsed
 
     async def _stream(self, request: web.Request, parsed: ParsedRequest, flow: _Flow,
-                      response_id: str, created: int) -> web.StreamResponse:
+                      response_id: str, created: int,
+                      translation: anthropic.MessagesResponse | None) -> web.StreamResponse:
         response = web.StreamResponse(headers=_SSE_HEADERS)
         await response.prepare(request)
         templates = ChunkTemplates(parsed, response_id, created)
         chat = parsed.endpoint is Endpoint.CHAT
+
+        async def send(frames: list[bytes]) -> None:
+            data = b"".join(frames) if translation is None else translation.frames(frames)
+            if data:
+                await response.write(data)
+
         try:
             while not flow.finished:
                 await flow.event.wait()
@@ -378,11 +414,12 @@ class SimReplica:
                         parts.append(templates.token(choice.index, word, reason))
                     choice.sent = visible
                 if parts:
-                    await response.write(b"".join(parts))
+                    await send(parts)
+            final = [templates.done]
             if parsed.include_usage:
                 completion_tokens = sum(c.visible for c in flow.choices)
-                await response.write(templates.usage(parsed, created, completion_tokens))
-            await response.write(templates.done)
+                final.insert(0, templates.usage(parsed, created, completion_tokens))
+            await send(final)
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client left; the caller's finally aborts what is still running
