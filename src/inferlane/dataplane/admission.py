@@ -42,6 +42,7 @@ from inferlane.flowcontrol import (
     QueuedRequest,
     RejectReason,
     SaturationDetector,
+    endpoint_saturation,
 )
 from inferlane.metrics.gateway import GatewayMetrics
 from inferlane.routing.objectives import Objective
@@ -113,9 +114,9 @@ class PoolGate:
 
         A request released from the queue, or one of positive priority, goes to an endpoint
         below the release threshold (a free batch slot, or no request waiting) when there is
-        one: the servers' queues are first come first served, so that is where priority is
-        kept. Others (and those when there is none) go to an endpoint below saturation; all
-        endpoints when none is. ``admit`` puts the answer on the ticket it returns.
+        one — the servers' queues are first come first served, so that is where priority is
+        kept — else to the least loaded endpoints below saturation. Others go to any endpoint
+        below saturation; all endpoints when none is. ``admit`` puts the answer on its ticket.
         """
         states = self._states(self._endpoints)
         now = self._clock()
@@ -128,6 +129,12 @@ class PoolGate:
             release = self.release_detector.with_capacity(states, now)
             if release:
                 roomy = release
+            elif len(roomy) > 1:  # every server queues: the shortest queues, then
+                config = self.detector.config
+                loads = [endpoint_saturation(state, now, config) for state in roomy]
+                least = min(loads)
+                roomy = [state for state, load in zip(roomy, loads, strict=True)
+                         if load == least]
         if not roomy or len(roomy) == len(self._endpoints):
             return self._endpoints
         return tuple(state.endpoint for state in roomy)

@@ -235,6 +235,7 @@ async def test_released_and_high_priority_requests_go_where_a_batch_slot_is_free
     assert gate.endpoints_with_capacity(FAST_PASS, 2) == (open_slot.endpoint,)
     assert gate.endpoints_with_capacity(Ticket(granted=True), 0) == (open_slot.endpoint,)
     open_slot.in_flight_requests = 16  # we just sent it one: no free slot anywhere now
-    assert gate.endpoints_with_capacity(Ticket(granted=True), 0) == (full.endpoint,
-                                                                     open_slot.endpoint)
+    # Then the least loaded: "open" now has one request waiting (ours), "full" none.
+    assert gate.endpoints_with_capacity(Ticket(granted=True), 0) == (full.endpoint,)
+    assert gate.endpoints_with_capacity(FAST_PASS, 0) == (full.endpoint, open_slot.endpoint)
     gate.close()
