@@ -24,13 +24,11 @@ from inferlane.flowcontrol import SaturationConfig, SaturationDetector
 from inferlane.routing.prompt import prompt_facts
 from inferlane.scheduling.framework import Scheduler, StatesFn
 from inferlane.scheduling.interfaces import Endpoint, PickRequest
+from inferlane.scheduling.plugins.scorer.prefix_cache import PREFIX_CACHE_SCORER
 from inferlane.scheduling.types import ServerMetrics
 from inferlane.sim.engine import Engine, EngineConfig, EngineRequest, FinishReason, StepResult
 from inferlane.sim.prefix_cache import block_hashes
 from inferlane.sim.tokens import Prompt, render_chat
-
-EXPECTED_OUTPUT_TOKENS = 128  # as the proxy assumes when a request sets no max_tokens
-_PREFIX_SCORER = "prefix-cache-scorer"
 
 SchedulerFactory = Callable[[StatesFn], Scheduler]
 
@@ -177,15 +175,14 @@ def replay(planned: Sequence[Planned], scheduler: SchedulerFactory,
                 continue
             target = endpoints.index(pick.endpoint)
             picks[target] += 1
-            match = next((score for name, score in pick.candidates[0].by_scorer
-                          if name == _PREFIX_SCORER), 0.0) if pick.candidates else 0.0
-            expected = facts.prompt_tokens + (facts.max_tokens or EXPECTED_OUTPUT_TOKENS)
-            uncached = round(facts.prompt_tokens * (1.0 - match))
+            # The same estimates the proxy makes at dispatch.
+            expected = facts.expected_tokens
+            uncached = facts.uncached_tokens(pick.chosen_score(PREFIX_CACHE_SCORER))
             ahead = store.on_dispatch(pick.endpoint, expected, prefill_tokens=uncached)
             prompt = Prompt.from_text(render_chat(body["messages"]))
             lora = model if model != options.model else None
             hashes = block_hashes(lora or options.model, prompt.block_payloads(config.block_size))
-            max_tokens = int(body.get("max_tokens") or EXPECTED_OUTPUT_TOKENS)
+            max_tokens = facts.expected_tokens - facts.prompt_tokens  # what the sim generates
             replicas[target].engine.submit(EngineRequest(
                 index, prompt.num_tokens, hashes, max_tokens, FinishReason.LENGTH, lora), now)
             flights[index] = _InFlight(index, target, now, expected, uncached, ahead)

@@ -44,6 +44,7 @@ from inferlane.routing.objectives import (
 from inferlane.routing.prompt import prompt_facts
 from inferlane.routing.router import MODEL_HEADER, NO_PROMPT, RoutingDecision
 from inferlane.routing.rules import HeaderModifier
+from inferlane.scheduling.plugins.scorer.prefix_cache import PREFIX_CACHE_SCORER
 
 log = logging.getLogger("inferlane.proxy")
 
@@ -62,9 +63,6 @@ _REPLACED = frozenset({"x-request-id", "x-gateway-model-name", "x-gateway-model-
 
 DEBUG_HEADER = "x-inferlane-debug"
 DEBUG_CANDIDATES = 3  # candidates explained in x-inferlane-scores
-# Output tokens assumed for a request without max_tokens, for the in-flight token view.
-EXPECTED_OUTPUT_TOKENS = 128
-_PREFIX_SCORER = "prefix-cache-scorer"
 
 
 @dataclass(slots=True)
@@ -76,17 +74,6 @@ class _StreamTiming:
     # endpoint's pending prefill tokens ahead of them at dispatch.
     prefill_tokens: int = 0
     prefill_ahead: int = 0
-
-
-def _prefix_match(decision: RoutingDecision) -> float | None:
-    """The chosen endpoint's prefix-cache score (matched blocks / blocks), if scored."""
-    candidates = decision.pick.candidates
-    if not candidates:
-        return None
-    for name, score in candidates[0].by_scorer:
-        if name == _PREFIX_SCORER:
-            return score
-    return None
 
 
 class _Release:
@@ -274,13 +261,11 @@ class InferenceProxy:
         pool = decision.pool.key
         # The gateway's own load view (between scrapes) for pools whose scheduler reads it.
         tracked = decision.pool.needs_metrics
-        expected_tokens = decision.prompt.prompt_tokens + (
-            decision.prompt.max_tokens or EXPECTED_OUTPUT_TOKENS
-        )
+        expected_tokens = decision.prompt.expected_tokens
         timing = _StreamTiming(dispatched=time.monotonic())
         if tracked:
-            timing.prefill_tokens = round(
-                decision.prompt.prompt_tokens * (1.0 - (_prefix_match(decision) or 0.0)))
+            timing.prefill_tokens = decision.prompt.uncached_tokens(
+                decision.pick.chosen_score(PREFIX_CACHE_SCORER))
             timing.prefill_ahead = state.endpoints.on_dispatch(
                 endpoint, expected_tokens, prefill_tokens=timing.prefill_tokens)
         release()  # dispatched: the pool's queue may grant the next request
@@ -357,7 +342,7 @@ class InferenceProxy:
         else:
             store.on_complete(endpoint, expected_tokens, pending_prefill_tokens=pending)
         metrics = self._state.metrics
-        match = _prefix_match(decision)
+        match = decision.pick.chosen_score(PREFIX_CACHE_SCORER)
         if match is not None:
             metrics.child(metrics.prefix_match_ratio, decision.pool.key).observe(match)
         if first is None:

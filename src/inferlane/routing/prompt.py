@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CHARS_PER_TOKEN = 4
+# Output tokens assumed for a request without max_tokens (the in-flight token view).
+EXPECTED_OUTPUT_TOKENS = 128
 # Per message, chat templates add role markers; counting them keeps estimates honest for
 # many short messages.
 _TEMPLATE_TOKENS_PER_MESSAGE = 4
@@ -22,6 +24,16 @@ class PromptFacts:
     text: str
     prompt_tokens: int
     max_tokens: int | None
+
+    @property
+    def expected_tokens(self) -> int:
+        """Prompt plus expected output tokens: what a dispatch adds to the in-flight view."""
+        return self.prompt_tokens + (self.max_tokens or EXPECTED_OUTPUT_TOKENS)
+
+    def uncached_tokens(self, prefix_match: float | None) -> int:
+        """Prompt tokens left to prefill on an endpoint whose prefix-cache score (matched
+        fraction of the prompt's blocks) is ``prefix_match``."""
+        return round(self.prompt_tokens * (1.0 - (prefix_match or 0.0)))
 
 
 def prompt_facts(document: dict[str, Any]) -> PromptFacts:

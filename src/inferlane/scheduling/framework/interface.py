@@ -103,6 +103,13 @@ class PickResult:
     eligible: int = 0
     predicted_ttft: float | None = None
 
+    def chosen_score(self, scorer: str) -> float | None:
+        """The chosen endpoint's score from the scorer named ``scorer``, if it was explained."""
+        if not self.candidates:
+            return None
+        return next((value for name, value in self.candidates[0].by_scorer if name == scorer),
+                    None)
+
     def explain(self) -> str:
         """A compact one-line rendering, e.g. for a debug response header."""
         parts = [f"profile={self.profile}", f"eligible={self.eligible}/{self.offered}"]

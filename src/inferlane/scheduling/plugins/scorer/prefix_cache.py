@@ -30,6 +30,9 @@ from inferlane.scheduling.prefix_index import (
 )
 from inferlane.scheduling.types import EndpointState
 
+# The type name; the gateway reads the chosen endpoint's prefix match under it.
+PREFIX_CACHE_SCORER = "prefix-cache-scorer"
+
 
 class PrefixCacheScorer:
     __slots__ = ("prefix_index",)
@@ -63,7 +66,7 @@ def index_from_params(p: Params) -> PrefixIndex:
 
 
 def factory(name: str, params: Mapping[str, Any]) -> PrefixCacheScorer:
-    p = Params(name or "prefix-cache-scorer", params)
+    p = Params(name or PREFIX_CACHE_SCORER, params)
     plugin = PrefixCacheScorer(index_from_params(p))
     p.done()
     return plugin
