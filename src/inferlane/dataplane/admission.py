@@ -38,7 +38,6 @@ from inferlane.flowcontrol import (
     ExpiryReason,
     FlowController,
     Outcome,
-    PoolSaturation,
     QueuedRequest,
     RejectReason,
     SaturationDetector,
@@ -139,10 +138,10 @@ class PoolGate:
             return self._endpoints
         return tuple(state.endpoint for state in roomy)
 
-    def saturation(self) -> PoolSaturation:
+    def publish_saturation(self) -> None:
+        """Set the pool-saturation gauge to the pool's state now."""
         assessed = self.detector.assess(self._states(self._endpoints), self._clock())
         self._metrics.child(self._metrics.pool_saturation, self.pool_key).set(assessed.value)
-        return assessed
 
     # -- the request path ----------------------------------------------------------------------
 
@@ -232,7 +231,7 @@ class PoolGate:
     def _on_tick(self) -> None:
         self._tick = None
         self.pump()
-        self.saturation()  # the gauge (also refreshed when /metrics is read)
+        self.publish_saturation()  # the gauge (also refreshed when /metrics is read)
         self._publish_flows()
         if len(self.controller) and not self._granting:
             self._arm_tick()

@@ -179,6 +179,7 @@ class InferenceProxy:
         snapshot = state.snapshot  # this request finishes on this generation, even across reloads
         request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
         listener = snapshot.listener(self._listener_name)
+        release: _Release | None = None  # set once admitted: tells the pool's gate we went
         try:
             if listener is None:
                 raise NotFound(
@@ -209,12 +210,7 @@ class InferenceProxy:
             if gate is not None:
                 ticket = await gate.admit(choice.objective, headers.get(FAIRNESS_HEADER, ""),
                                           len(body), deadline)
-        except RequestError as error:
-            # Unrouted: the model name is unchecked client input, so it stays out of labels.
-            state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
-            return error_response(error, request_id)
-        release = _Release(gate, ticket)
-        try:
+            release = _Release(gate, ticket)
             picking = time.perf_counter()
             # The prompt's text and size feed the scheduler's and the store's estimates (and a
             # token budget's fallback charge); a round-robin or random pool reads neither.
@@ -238,10 +234,12 @@ class InferenceProxy:
             return await self._forward(request, decision, body, request_id, started, debug,
                                        release, deadline, charges)
         except RequestError as error:
+            # Unrouted: the model name is unchecked client input, so it stays out of labels.
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id)
         finally:
-            release()
+            if release is not None:
+                release()
 
     async def _forward(
         self,

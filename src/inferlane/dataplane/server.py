@@ -188,7 +188,7 @@ class GatewayServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         for gate in self.state.gates.values():
-            gate.saturation()  # the gauge as of now, also when no request passed lately
+            gate.publish_saturation()  # the gauge as of now, also when no request passed lately
         response = web.Response(body=self.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response

@@ -31,17 +31,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from inferlane.flowcontrol._band import GONE, Band, Entry
-from inferlane.flowcontrol.config import BandConfig, Fairness, FlowControlConfig, Ordering
+from inferlane.flowcontrol.config import BandConfig, FlowControlConfig
 
 __all__ = [
     "Admission",
-    "BandConfig",
     "BandStats",
     "ExpiryReason",
-    "Fairness",
-    "FlowControlConfig",
     "FlowController",
-    "Ordering",
     "Outcome",
     "QueuedRequest",
     "RejectReason",
