@@ -8,6 +8,7 @@ The tree::
     ├── RateLimitBackendError           the shared rate-limit store (Redis) failed or timed out
     └── RequestError                    answered to an API client as OpenAI error JSON
         ├── BadRequest                  400 invalid_request_error  (bad JSON, bad/missing model)
+        │   └── ContextWindowExceeded       context_length_exceeded (no backend's window fits)
         ├── NotFound                    404 invalid_request_error  (unknown path)
         ├── ModelNotFound               404 invalid_request_error  (no route serves the model)
         ├── MethodNotAllowed            405 invalid_request_error
@@ -106,11 +107,28 @@ class RequestError(InferlaneError):
         }
         return orjson.dumps({"error": error})
 
+    def to_anthropic_body(self) -> bytes:
+        """The same error in Anthropic's shape, for clients of ``/v1/messages``."""
+        kind = ANTHROPIC_ERROR_TYPES.get(self.status, "api_error")
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": self.message}})
+
+
+# Anthropic's error ``type`` by HTTP status (anything else is ``api_error``).
+ANTHROPIC_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    503: "overloaded_error", 529: "overloaded_error",
+}
+
 
 class BadRequest(RequestError):
     status = 400
     error_type = "invalid_request_error"
     code = "invalid_request"
+
+
+class ContextWindowExceeded(BadRequest):
+    code = "context_length_exceeded"
 
 
 class NotFound(RequestError):

@@ -14,7 +14,7 @@ from inferlane import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    from inferlane.cli import bench, demo, serve, validate
+    from inferlane.cli import bench, demo, serve, shadow_report, validate
     from inferlane.sim import command as sim
 
     parser = argparse.ArgumentParser(
@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.configure_parser(commands.add_parser(
         "demo", help="run a simulated fleet behind the gateway and show what it does",
         description="Start a simulated fleet and the gateway with the bundled example config."))
+    shadow_report.configure_parser(commands.add_parser(
+        "shadow-report", help="compare shadow (mirror) backends with their primaries",
+        description="Read a running gateway's shadow statistics (GET /admin/shadow) and print "
+                    "one row per (primary model, shadow model) pair."))
     return parser
 
 

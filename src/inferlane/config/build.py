@@ -21,6 +21,7 @@ from inferlane.config.resources import (
     InferenceObjective,
     InferencePool,
     RateLimitPolicy,
+    TrafficPolicy,
     parse_duration,
 )
 from inferlane.config.resources.picker_config import (
@@ -28,11 +29,17 @@ from inferlane.config.resources.picker_config import (
     PriorityBand,
     parse_byte_quantity,
 )
+from inferlane.errors import ConfigError, ConfigIssue
 from inferlane.flowcontrol import BandConfig, FlowControlConfig, SaturationConfig
+from inferlane.providers.runtime import ProviderConfigError, ProviderRuntime, build_provider
 from inferlane.ratelimit import Limit
+from inferlane.routing.backends import BackendKind, BackendRef
+from inferlane.routing.cooldown import CooldownConfig
+from inferlane.routing.failures import FailureClass
 from inferlane.routing.match import PathType, RouteTable, RuleMatch, ValueMatcher
 from inferlane.routing.objectives import STANDARD, Objective, ObjectiveTable
 from inferlane.routing.rate_limits import RateLimitRuleRuntime, RateLimitRuntime, RedisBackendSpec
+from inferlane.routing.resilience import FailurePolicy, MirrorTarget, RetryRules
 from inferlane.routing.rewrite import ModelRewriteTable, RewriteRule
 from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Listener
 from inferlane.routing.rules import CompiledRule, HeaderModifier, PathRewrite
@@ -62,12 +69,16 @@ def build_snapshot(
     states: StatesFn = bare_states,
     previous: GatewaySnapshot | None = None,
     stale_after: float | None = None,
+    resolve_secrets: bool = True,
 ) -> GatewaySnapshot:
     """Resolve ``bundle``; ``states`` feeds the schedulers (the data layer's store).
 
     With ``previous``, a pool whose scheduler spec is unchanged keeps its scheduler, so a reload
-    does not forget the prefix index or session bindings.
+    does not forget the prefix index or session bindings. Provider credentials are read here
+    (ConfigError naming the variable or file when missing) unless ``resolve_secrets`` is off
+    (``inferlane validate`` on a machine without the keys).
     """
+    providers = _build_providers(bundle, resolve_secrets)
     old_pools = previous.pools if previous is not None else {}
     pools = {}
     for pool in bundle.inference_pools:
@@ -89,8 +100,8 @@ def build_snapshot(
                 if not hostnames and spec_listener.hostname:
                     hostnames = [spec_listener.hostname]
                 for rule_index, rule in enumerate(route.spec.rules):
-                    compiled = _compile_rule(route, rule_index)
-                    rule_pools = set(compiled.backends.items)
+                    compiled = _compile_rule(route, rule_index, bundle)
+                    rule_pools = {b.key for b in compiled.backends.items if b.is_pool}
                     routed_pools |= rule_pools
                     for match_index, match in enumerate(_compile_matches(rule)):
                         table.add(match, compiled, hostnames=hostnames, route_order=order,
@@ -120,7 +131,28 @@ def build_snapshot(
         models=tuple(sorted(models)),
         max_body_bytes=max_body_bytes,
         rate_limits=tuple(_rate_limit(policy) for policy in bundle.rate_limit_policies),
+        providers=providers,
     )
+
+
+def _build_providers(bundle: ConfigBundle, resolve_secrets: bool) -> dict[str, ProviderRuntime]:
+    providers: dict[str, ProviderRuntime] = {}
+    issues: list[ConfigIssue] = []
+    for provider in bundle.providers:
+        resource = provider
+        if not resolve_secrets:
+            resource = provider.model_copy(update={
+                "spec": provider.spec.model_copy(update={"credentials": None})})
+        try:
+            runtime = build_provider(resource)
+        except ProviderConfigError as error:
+            issues.append(ConfigIssue("Provider", provider.name, error.field_path, str(error),
+                                      file=bundle.source))
+            continue
+        providers[runtime.key] = runtime
+    if issues:
+        raise ConfigError(issues)
+    return providers
 
 
 def _rate_limit(policy: RateLimitPolicy) -> RateLimitRuntime:
@@ -193,6 +225,7 @@ def _build_pool(
         needs_metrics=needs_metrics,
         objectives=_objectives(pool, bundle),
         flow=_flow_settings(pool, config, needs_metrics, stale_after),
+        context_window=pool.context_window,
     )
 
 
@@ -274,13 +307,18 @@ def _attaches(route: HTTPRoute, gateway: Gateway, listener_name: str) -> bool:
     return False
 
 
-def _compile_rule(route: HTTPRoute, rule_index: int) -> CompiledRule:
+def _backend(kind: str, namespace: str, name: str) -> BackendRef:
+    return BackendRef(BackendKind(kind), key(namespace, name))
+
+
+def _compile_rule(route: HTTPRoute, rule_index: int, bundle: ConfigBundle) -> CompiledRule:
     rule = route.spec.rules[rule_index]
     namespace = route.metadata.namespace
     backends = WeightedChoice.of([
-        (key(ref.namespace or namespace, ref.name), ref.weight)
+        (_backend(ref.kind, ref.namespace or namespace, ref.name), ref.weight)
         for ref in (rule.backend_refs or ())
     ])
+    mirrors: list[MirrorTarget] = []
     request_headers = response_headers = None
     path_rewrite = None
     host_rewrite = None
@@ -296,6 +334,17 @@ def _compile_rule(route: HTTPRoute, rule_index: int) -> CompiledRule:
                 path_rewrite = PathRewrite("ReplaceFullPath", path.replace_full_path or "/")
             elif path is not None:
                 path_rewrite = PathRewrite("ReplacePrefixMatch", path.replace_prefix_match or "/")
+        elif flt.type == "RequestMirror" and flt.request_mirror is not None:
+            mirror = flt.request_mirror
+            fraction = 1.0
+            if mirror.percent is not None:
+                fraction = mirror.percent / 100.0
+            elif mirror.fraction is not None:
+                fraction = mirror.fraction.numerator / mirror.fraction.denominator
+            ref = mirror.backend_ref
+            mirrors.append(MirrorTarget(
+                _backend(ref.kind, ref.namespace or namespace, ref.name), fraction))
+    persistence = rule.session_persistence
     timeouts = rule.timeouts
     return CompiledRule(
         route=key(namespace, route.metadata.name),
@@ -311,6 +360,76 @@ def _compile_rule(route: HTTPRoute, rule_index: int) -> CompiledRule:
         backend_timeout=(
             (timeouts.backend_request_seconds or None) if timeouts is not None else None
         ),
+        mirrors=tuple(mirrors),
+        sticky_header=(persistence.session_name.lower()
+                       if persistence is not None and persistence.session_name else None),
+        failure=_failure_policy(route, rule_index, bundle),
+    )
+
+
+_TRIGGERS = {
+    "connect-failure": FailureClass.CONNECT, "timeout": FailureClass.TIMEOUT,
+    "5xx": FailureClass.SERVER_ERROR, "429": FailureClass.RATE_LIMITED,
+    "context-window-exceeded": FailureClass.CONTEXT_WINDOW,
+}
+
+
+def _policy_for(route: HTTPRoute, rule_name: str | None,
+                bundle: ConfigBundle) -> TrafficPolicy | None:
+    """The TrafficPolicy naming this rule, else the one naming the whole route."""
+    whole = None
+    for policy in bundle.traffic_policies:
+        if policy.namespace != route.namespace:
+            continue
+        for ref in policy.spec.target_refs:
+            if ref.name != route.name:
+                continue
+            if ref.section_name is not None and ref.section_name == rule_name:
+                return policy
+            if ref.section_name is None and whole is None:
+                whole = policy
+    return whole
+
+
+def _failure_policy(route: HTTPRoute, rule_index: int, bundle: ConfigBundle) -> FailurePolicy:
+    rule = route.spec.rules[rule_index]
+    policy = _policy_for(route, rule.name, bundle)
+    retry = rule.retry
+    attempts = 0
+    codes: frozenset[int] = frozenset()
+    base = 0.1
+    if retry is not None:
+        attempts = 1 if retry.attempts is None else retry.attempts
+        codes = frozenset(retry.codes)
+        base = retry.backoff_seconds or base
+    if policy is None:
+        return FailurePolicy(retry=RetryRules(attempts=attempts, codes=codes, backoff_base=base))
+    spec = policy.spec
+    fallbacks: tuple[BackendRef, ...] = ()
+    triggers = frozenset(_TRIGGERS.values())
+    if spec.fallback is not None:
+        fallbacks = tuple(_backend(ref.kind, ref.namespace or policy.namespace, ref.name)
+                          for ref in spec.fallback.backend_refs)
+        triggers = frozenset(_TRIGGERS[name] for name in spec.fallback.on)
+    cool = spec.cooldown
+    cooldown = None
+    if cool.enabled:
+        cooldown = CooldownConfig(
+            window=parse_duration(cool.window), min_requests=cool.min_requests,
+            failure_ratio=cool.failure_ratio, consecutive_failures=cool.consecutive_failures,
+            duration=parse_duration(cool.duration), max_duration=parse_duration(cool.max_duration))
+    return FailurePolicy(
+        fallbacks=fallbacks,
+        fallback_on=triggers,
+        retry=RetryRules(
+            attempts=attempts, codes=codes, backoff_base=base,
+            backoff_max=parse_duration(spec.retry.backoff.max),
+            retry_after_max=parse_duration(spec.retry.retry_after_max),
+            budget_percent=spec.retry.budget.percent, budget_min=spec.retry.budget.min_retries),
+        cooldown=cooldown,
+        mirror_max_concurrent=spec.mirror.max_concurrent,
+        mirror_timeout=parse_duration(spec.mirror.timeout),
+        policy=key(policy.namespace, policy.name),
     )
 
 

@@ -17,6 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inferlane.config.attachment import attached_listeners
+from inferlane.config.backend_checks import (
+    check_backend_ref,
+    check_traffic_policies,
+    route_backend_refs,
+)
 from inferlane.config.checks_index import (
     Findings,
     Index,
@@ -31,7 +36,6 @@ from inferlane.config.policy_checks import check_policies
 from inferlane.config.resources import (
     ANNOTATION_PREFIX,
     GATEWAY_GROUP,
-    INFERENCE_GROUP,
     LOAD_BALANCING_ANNOTATION,
     NOT_IMPLEMENTED_FILTERS,
     PICKER_CONFIG_ANNOTATION,
@@ -84,6 +88,7 @@ def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
     _check_rewrites([i for i in items if isinstance(i.resource, InferenceModelRewrite)], index,
                     findings)
     check_policies(items, index, findings)
+    check_traffic_policies(items, index, findings)
 
 
 def _check_annotations(item: Loaded, findings: Findings) -> None:
@@ -137,15 +142,10 @@ def _check_route(item: Loaded, route: HTTPRoute, index: Index, findings: Finding
     for i, rule in enumerate(spec.rules):
         path = ("spec", "rules", i)
         _warn_filters(item, (*path, "filters"), rule.filters, findings)
-        if rule.retry is not None:
-            findings.warn(item, (*path, "retry"), "retry is not implemented yet: requests are "
-                                                  "not retried")
-        if rule.session_persistence is not None:
-            findings.warn(item, (*path, "sessionPersistence"), "sessionPersistence is not "
-                                                               "implemented yet: it has no effect")
         if not rule.backend_refs and not any(f.type == "RequestRedirect" for f in rule.filters):
             findings.error(item, path, "the rule has no backendRefs: add one naming an "
-                                       "InferencePool (only a RequestRedirect rule may have none)")
+                                       "InferencePool or a Provider (only a RequestRedirect rule "
+                                       "may have none)")
         elif rule.backend_refs and all(ref.weight == 0 for ref in rule.backend_refs):
             findings.warn(item, (*path, "backendRefs"), "every backendRef has weight 0: requests "
                                                         "matching this rule cannot be served")
@@ -154,26 +154,25 @@ def _check_route(item: Loaded, route: HTTPRoute, index: Index, findings: Finding
             if ref.filters:
                 findings.warn(item, (*ref_path, "filters"), "filters on a backendRef are not "
                                                             "implemented yet: they have no effect")
-            if ref.kind != "InferencePool":
-                group = f" (group {ref.group})" if ref.group else ""
-                findings.error(item, (*ref_path, "kind"),
-                               f'backendRef to {ref.kind} "{ref.name}"{group} is not supported: '
-                               "only InferencePool backends are supported in this version (set "
-                               f"group: {INFERENCE_GROUP} and kind: InferencePool)")
-                continue
-            if ref.group != INFERENCE_GROUP:
-                findings.error(item, (*ref_path, "group"),
-                               f'must be "{INFERENCE_GROUP}" for an InferencePool backendRef '
-                               f'(got "{ref.group}")')
-                continue
-            namespace = ref.namespace or route.namespace
-            missing = not_found(index, findings, "InferencePool", namespace, ref.name)
-            if missing:
-                findings.error(item, (*ref_path, "name"), missing)
-            if namespace != route.namespace:
-                findings.warn(item, (*ref_path, "namespace"),
-                              "cross-namespace backendRef: ReferenceGrants are not checked "
-                              "outside Kubernetes, the reference is allowed")
+            check_backend_ref(item, ref_path, ref, route.namespace, index, findings)
+        for k, flt in enumerate(rule.filters):
+            if flt.request_mirror is not None:
+                check_backend_ref(item, (*path, "filters", k, "requestMirror", "backendRef"),
+                                  flt.request_mirror.backend_ref, route.namespace, index,
+                                  findings)
+        persistence = rule.session_persistence
+        if persistence is not None and persistence.type != "Header":
+            findings.error(item, (*path, "sessionPersistence", "type"),
+                           "only type Header is implemented: the header's value picks the "
+                           "backendRef (set sessionName to a header such as x-user-id)")
+        elif persistence is not None and persistence.session_name is None:
+            findings.error(item, (*path, "sessionPersistence", "sessionName"),
+                           "name the header whose value keeps a client on one backendRef")
+        elif persistence is not None and (persistence.absolute_timeout is not None
+                                          or persistence.idle_timeout is not None):
+            findings.warn(item, (*path, "sessionPersistence"),
+                          "timeouts have no effect: assignment is a hash of the header value, "
+                          "so it never expires")
 
 
 def _warn_filters(item: Loaded, path: Path, filters: Sequence[HTTPRouteFilter],
@@ -206,7 +205,11 @@ def _check_pool(item: Loaded, pool: InferencePool, index: Index, findings: Findi
     referenced = any(
         ref.kind == "InferencePool" and ref.name == pool.name
         and (ref.namespace or route.namespace) == pool.namespace
-        for route in index.routes for rule in route.spec.rules for ref in rule.backend_refs)
+        for route in index.routes for ref in route_backend_refs(route)) or any(
+        ref.kind == "InferencePool" and ref.name == pool.name
+        and (ref.namespace or policy.namespace) == pool.namespace
+        for policy in index.traffic_policies if policy.spec.fallback is not None
+        for ref in policy.spec.fallback.backend_refs)
     if not referenced:
         findings.warn(item, ("metadata", "name"), "no HTTPRoute backendRef names this pool: it "
                                                   "receives no traffic")

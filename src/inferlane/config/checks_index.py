@@ -14,6 +14,7 @@ from inferlane.config.resources import (
     InferencePool,
     ModelServer,
     Resource,
+    TrafficPolicy,
 )
 from inferlane.config.yaml_source import LineMap
 from inferlane.errors import ConfigIssue
@@ -58,6 +59,8 @@ class Index:
         self.pools = [i.resource for i in items if isinstance(i.resource, InferencePool)]
         self.servers = [i.resource for i in items if isinstance(i.resource, ModelServer)]
         self.routes = [i.resource for i in items if isinstance(i.resource, HTTPRoute)]
+        self.traffic_policies = [i.resource for i in items
+                                 if isinstance(i.resource, TrafficPolicy)]
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
         item = self.by_key.get((kind, namespace, name))

@@ -33,8 +33,10 @@ from inferlane.config.resources import (
     InferenceObjective,
     InferencePool,
     ModelServer,
+    Provider,
     RateLimitPolicy,
     Resource,
+    TrafficPolicy,
 )
 from inferlane.config.yaml_source import LineMap, parse_documents
 from inferlane.errors import ConfigError, ConfigIssue
@@ -55,12 +57,18 @@ class ConfigBundle:
     objectives: tuple[InferenceObjective, ...] = ()
     inference_models: tuple[InferenceModel, ...] = ()
     rate_limit_policies: tuple[RateLimitPolicy, ...] = ()
+    providers: tuple[Provider, ...] = ()
+    traffic_policies: tuple[TrafficPolicy, ...] = ()
 
     def gateway(self, namespace: str, name: str) -> Gateway | None:
         return next((g for g in self.gateways if (g.namespace, g.name) == (namespace, name)), None)
 
     def pool(self, namespace: str, name: str) -> InferencePool | None:
         return next((p for p in self.inference_pools
+                     if (p.namespace, p.name) == (namespace, name)), None)
+
+    def provider(self, namespace: str, name: str) -> Provider | None:
+        return next((p for p in self.providers
                      if (p.namespace, p.name) == (namespace, name)), None)
 
     def model_server(self, namespace: str, name: str) -> ModelServer | None:
@@ -159,6 +167,8 @@ def load_config_text(text: str, source: str = "<string>") -> ConfigBundle:
         objectives=tuple(r for r in resources if isinstance(r, InferenceObjective)),
         inference_models=tuple(r for r in resources if isinstance(r, InferenceModel)),
         rate_limit_policies=tuple(r for r in resources if isinstance(r, RateLimitPolicy)),
+        providers=tuple(r for r in resources if isinstance(r, Provider)),
+        traffic_policies=tuple(r for r in resources if isinstance(r, TrafficPolicy)),
     )
 
 

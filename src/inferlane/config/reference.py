@@ -42,8 +42,11 @@ outside Kubernetes. `kind: List` documents (as printed by `kubectl get -o yaml`)
 - **Across resources.** Names are unique per kind and namespace; `metadata.namespace` defaults
   to `default` and a reference without a namespace stays in the referrer's namespace. Routes
   must attach to an existing Gateway listener (honouring `sectionName`, `port`,
-  `allowedRoutes` and hostnames); backendRefs and poolRefs must name existing InferencePools;
-  two ModelServers cannot share an address; at least one Gateway is required.
+  `allowedRoutes` and hostnames); backendRefs (split, RequestMirror, TrafficPolicy fallback)
+  must name existing InferencePools or Providers and poolRefs existing InferencePools; two
+  ModelServers cannot share an address; at least one Gateway is required. Provider
+  credentials (environment variables, files) are read when the gateway starts or reloads;
+  `inferlane validate` does not need them.
 
 ## Differences from upstream
 
@@ -56,14 +59,19 @@ outside Kubernetes. `kind: List` documents (as printed by `kubectl get -o yaml`)
   `allowedRoutes.namespaces.from: Selector` accepts every namespace (namespaces have no labels
   here; also a warning).
 - **Accepted with a warning, not implemented yet** (marked *not implemented*): listeners
-  other than HTTP; the filters RequestMirror, RequestRedirect, ExtensionRef, CORS and
-  ExternalAuth; rule `retry` and `sessionPersistence`; InferencePool `appProtocol:
-  kubernetes.io/h2c`.
+  other than HTTP; the filters RequestRedirect, ExtensionRef, CORS and ExternalAuth; filters
+  on a backendRef; InferencePool `appProtocol: kubernetes.io/h2c`.
 - **Narrower:** listener ports must be unique (one socket per port); every backendRef must be
-  an InferencePool (`group: inference.networking.k8s.io`, `kind: InferencePool`);
-  RegularExpression matches use Python `re` syntax.
+  an InferencePool (`group: inference.networking.k8s.io`, `kind: InferencePool`) or a Provider
+  (`group: inferlane.dev`, `kind: Provider`); `sessionPersistence` supports `type: Header`
+  only (the header's value picks the split's arm, with no expiry); RegularExpression matches
+  use Python `re` syntax.
 - **Extensions:** the `ModelServer` kind, which stands in for the Pods
-  an InferencePool selects, and two InferencePool annotations:
+  an InferencePool selects; the `Provider` kind (hosted and external model APIs: OpenAI, Azure
+  OpenAI, Anthropic, any OpenAI-compatible server) and the `TrafficPolicy` kind (fallback
+  chains, retry budget, cooldown, mirror limits for HTTPRoute rules);
+  `inferlane.dev/context-window` on an InferencePool (tokens, for the fallback pre-check); and
+  two more InferencePool annotations:
   `inferlane.dev/load-balancing` picks a built-in scheduling profile (`default`, the
   inference-aware one used when the annotation is absent; `predicted-latency`;
   `least-request`; `round-robin`; `random`), and `inferlane.dev/endpoint-picker-config: <name>`

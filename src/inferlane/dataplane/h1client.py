@@ -8,7 +8,9 @@ Parsing is httptools (llhttp, the parser Node.js uses); sockets are asyncio/uvlo
 
 Behaviour worth knowing:
 
-- Connections are pooled per (host, port), reused LIFO, closed after ``keepalive_timeout`` idle.
+- Connections are pooled per (host, port, TLS context), reused LIFO, closed after
+  ``keepalive_timeout`` idle. With a TLS context (hosted providers) the connection is TLS,
+  verified as the context says, with SNI and certificate checks against ``server_hostname``.
 - A reused connection that the server closed before sending a single response byte (it raced
   our request against its idle timeout) is retried once on a fresh connection; nothing else is.
 - Response bodies stream with backpressure: reading from the socket pauses while more than
@@ -23,12 +25,15 @@ Behaviour worth knowing:
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import cast
 
 import httptools
+
+_Key = tuple[str, int, ssl.SSLContext | None]
 
 
 class UpstreamError(Exception):
@@ -58,7 +63,7 @@ class UpstreamInvalidResponse(UpstreamError):
 class _Connection(asyncio.Protocol):
     """One upstream connection: a transport, a parser and the state of the current response."""
 
-    def __init__(self, key: tuple[str, int], high_water: int) -> None:
+    def __init__(self, key: _Key, high_water: int) -> None:
         self.key = key
         self._high_water = high_water
         self._low_water = high_water // 4
@@ -269,7 +274,7 @@ class UpstreamPool:
         self.keepalive_timeout = keepalive_timeout
         self._max_idle = max_idle_per_host
         self._high_water = high_water
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle: dict[_Key, list[_Connection]] = {}
         self._closed = False
 
     @property
@@ -286,15 +291,18 @@ class UpstreamPool:
         body: bytes,
         *,
         budget: float | None = None,
+        tls: ssl.SSLContext | None = None,
+        connect_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send the request; return once the response headers are in.
 
         ``budget`` bounds the whole exchange in seconds, body included (route timeouts).
+        ``tls`` makes the connection TLS (certificate checked against ``host``).
         """
         deadline = time.monotonic() + budget if budget is not None else None
         head = _encode_head(method, target, host, port, headers, len(body))
         for attempt in range(2):
-            conn, reused = await self._acquire((host, port), deadline)
+            conn, reused = await self._acquire((host, port, tls), deadline, connect_timeout)
             conn.begin()
             assert conn.transport is not None
             conn.transport.write(head + body if len(body) < 65536 else head)
@@ -315,7 +323,7 @@ class UpstreamPool:
         raise AssertionError("unreachable")
 
     async def _acquire(
-        self, key: tuple[str, int], deadline: float | None
+        self, key: _Key, deadline: float | None, connect_timeout: float | None = None
     ) -> tuple[_Connection, bool]:
         if self._closed:
             raise UpstreamConnectFailed("the upstream pool is closed")
@@ -326,17 +334,23 @@ class UpstreamPool:
             if not conn.closed and now - conn.idle_since < self.keepalive_timeout:
                 return conn, True
             conn.abort()
-        timeout = self.connect_timeout
+        timeout = self.connect_timeout if connect_timeout is None else connect_timeout
         if deadline is not None:
             timeout = min(timeout, max(deadline - now, 0.0))
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(key, self._high_water), key[0], key[1]
+                    lambda: _Connection(key, self._high_water), key[0], key[1], ssl=key[2],
+                    server_hostname=key[0] if key[2] is not None else None,
                 )
         except TimeoutError:
             raise UpstreamTimeoutError(f"connect timed out after {timeout:g}s") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise UpstreamConnectFailed(
+                f"TLS certificate verification failed: {exc.verify_message}") from None
+        except ssl.SSLError as exc:
+            raise UpstreamConnectFailed(f"TLS handshake failed: {exc.reason or exc}") from None
         except OSError as exc:
             raise UpstreamConnectFailed(exc.strerror or str(exc)) from None
         return protocol, False

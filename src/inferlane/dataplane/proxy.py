@@ -1,16 +1,20 @@
-"""The inference proxy: one aiohttp handler for the OpenAI POST endpoints.
+"""The inference proxy: one aiohttp handler for the OpenAI and Anthropic POST endpoints.
 
 Request path (each step's decisions come from pure code; this module only does the I/O)::
 
-    read body (≤ limit, 413) ─► parse JSON, take ``model`` (400) ─► Router.decide (404/503)
-      ─► rewrite body model if a rewrite applied ─► POST to the endpoint (pooled keep-alive)
-      ─► relay: SSE chunk by chunk as it arrives, or the JSON body ─► metrics
+    read body (≤ limit, 413) ─► parse JSON, take ``model`` (400) ─► Router.route (404/503)
+      ─► rate limits (429) ─► start mirror copies (never awaited)
+      ─► AttemptPlan: for each attempt (split's choice, then fallbacks):
+           pool: admission gate ─► picker ─► model server   |   provider: its dialect
+           failed before the first byte? ─► plan says retry / fall back / give up
+      ─► relay: SSE chunk by chunk (translated if the dialects differ), or the JSON body
+      ─► bookkeeping, metrics, the mirror's comparison
 
-Every accepted request gets exactly one answer: an error before the first byte is an OpenAI
-error JSON with the right status; an upstream failure after a stream started is reported as a
-final SSE ``data: {"error": ...}`` event (the status line is already gone). A client that
-disconnects cancels the handler (aiohttp ``handler_cancellation``), which closes the upstream
-connection so the model server aborts the generation.
+Every accepted request gets exactly one answer: an error before the first byte is an error JSON
+in the client's dialect with the right status; an upstream failure after a stream started is
+reported as a final in-stream error event (the status line is already gone), and never retried.
+A client that disconnects cancels the handler (aiohttp ``handler_cancellation``), which closes
+the upstream connection so the model server aborts the generation.
 """
 
 from __future__ import annotations
@@ -20,85 +24,64 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from inferlane.dataplane.admission import FAST_PASS, PoolGate, Ticket
-from inferlane.dataplane.h1client import UpstreamError, UpstreamResponse
+from inferlane.dataplane.attempt import (
+    HOP_BY_HOP,
+    Opened,
+    RequestContext,
+    apply_modifier,
+    open_pool,
+    open_provider,
+)
+from inferlane.dataplane.h1client import UpstreamError
+from inferlane.dataplane.mirror import MirrorRun, PrimaryRecorder
 from inferlane.dataplane.rate_limiting import Charge
+from inferlane.dataplane.request import error_response, parse_request, read_body, time_budget
 from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
 from inferlane.dataplane.state import GatewayState
-from inferlane.dataplane.upstream import map_upstream_errors
-from inferlane.errors import BadRequest, NotFound, PayloadTooLarge, RequestError
-from inferlane.routing.match import RequestFacts
-from inferlane.routing.objectives import (
-    DEADLINE_HEADER,
-    FAIRNESS_HEADER,
-    OBJECTIVE_HEADER,
-    Objective,
-    parse_deadline_ms,
+from inferlane.errors import (
+    BadRequest,
+    ContextWindowExceeded,
+    DeadlineExceeded,
+    NoEndpointAvailable,
+    NotFound,
+    QueueFull,
+    QueueTimeout,
+    RequestError,
+    RequestShed,
+    UpstreamConnectError,
+    UpstreamTimeout,
 )
+from inferlane.providers.exchange import ClientApi
+from inferlane.routing.attempts import AttemptPlan, Step, StepKind, fits_context
+from inferlane.routing.backends import BackendRef
+from inferlane.routing.cooldown import Cooldowns
+from inferlane.routing.failures import FailureClass, classify_status, retry_after_from_headers
+from inferlane.routing.match import RequestFacts
+from inferlane.routing.objectives import OBJECTIVE_HEADER, STANDARD
 from inferlane.routing.prompt import prompt_facts
-from inferlane.routing.router import MODEL_HEADER, NO_PROMPT, RoutingDecision
-from inferlane.routing.rules import HeaderModifier
-from inferlane.scheduling.plugins.scorer.prefix_cache import PREFIX_CACHE_SCORER
+from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Routed
 
 log = logging.getLogger("inferlane.proxy")
 
-# Never forwarded in either direction: connection-scoped (RFC 9110 §7.6.1) or recomputed.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
-    }
-)
-_RESPONSE_DROP = _HOP_BY_HOP | {"content-length"}
-# Set by the gateway itself on the upstream request.
-_REPLACED = frozenset({"x-request-id", "x-gateway-model-name", "x-gateway-model-name-rewrite",
-                       "x-forwarded-for"})
-
-
 DEBUG_HEADER = "x-inferlane-debug"
 DEBUG_CANDIDATES = 3  # candidates explained in x-inferlane-scores
-
-
-@dataclass(slots=True)
-class _StreamTiming:
-    dispatched: float
-    first_chunk: float | None = None
-    last_chunk: float | None = None
-    # The gateway's prefill view (tracked pools only): our uncached prompt tokens and the
-    # endpoint's pending prefill tokens ahead of them at dispatch.
-    prefill_tokens: int = 0
-    prefill_ahead: int = 0
-
-
-class _Release:
-    """Tells the pool's gate, once, that the admitted request was dispatched (or never will
-    be), so the queue can grant the next one."""
-
-    __slots__ = ("_gate", "_ticket")
-
-    def __init__(self, gate: PoolGate | None, ticket: Ticket) -> None:
-        self._gate = gate
-        self._ticket: Ticket | None = ticket
-
-    def __call__(self) -> None:
-        ticket, self._ticket = self._ticket, None
-        if ticket is not None and self._gate is not None:
-            self._gate.dispatched(ticket)
-
-
-def _time_budget(headers: dict[str, str], objective: Objective) -> float | None:
-    """Seconds the client (``x-inferlane-deadline-ms``) or the objective allows."""
-    try:
-        budget = parse_deadline_ms(headers.get(DEADLINE_HEADER))
-    except ValueError as exc:
-        raise BadRequest(f"{exc}.") from None
-    return budget if budget is not None else objective.deadline
+BACKEND_HEADER = "x-inferlane-backend"
+ATTEMPTS_HEADER = "x-inferlane-attempts"
+MAX_ERROR_BODY = 1024 * 1024  # an upstream error body read to classify it
+# Provider response headers never relayed: cookies and the provider's own connection details.
+_PROVIDER_DROP = HOP_BY_HOP | {"set-cookie", "content-encoding", "server", "alt-svc",
+                               "cf-ray", "x-request-id", "request-id"}
+# Failures of our own making, by class (None: the answer, not a backend failure).
+_OWN_ERRORS: dict[type[RequestError], FailureClass] = {
+    UpstreamConnectError: FailureClass.CONNECT, UpstreamTimeout: FailureClass.TIMEOUT,
+    RequestShed: FailureClass.RATE_LIMITED, QueueFull: FailureClass.SERVER_ERROR,
+    QueueTimeout: FailureClass.SERVER_ERROR, NoEndpointAvailable: FailureClass.SERVER_ERROR,
+}
 
 
 class _ClientGone(Exception):
@@ -109,65 +92,21 @@ class _ClientGone(Exception):
         self.response = response
 
 
-MAX_MODEL_NAME = 512
+@dataclass(slots=True)
+class _Failed:
+    """A failed attempt's answer, kept in case it is the last one."""
 
-
-def error_response(error: RequestError, request_id: str) -> web.Response:
-    headers = {"x-request-id": request_id, **error.headers}
-    return web.Response(
-        status=error.status, body=error.to_body(), content_type="application/json",
-        headers=headers,
-    )
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"Request body of {length} bytes exceeds the limit of {limit} bytes.")
-    if length is not None:
-        # Fast path: aiohttp already buffers small bodies; read exactly what was announced.
-        try:
-            return await request.content.readexactly(length) if length else b""
-        except asyncio.IncompleteReadError:
-            raise BadRequest(
-                f"Request body ended before the announced {length} bytes."
-            ) from None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def parse_request(body: bytes) -> tuple[dict[str, Any], str]:
-    """The JSON document and its ``model``; BadRequest with a precise reason otherwise."""
-    if not body:
-        raise BadRequest("Request body is empty; expected a JSON object.")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}.") from None
-    if not isinstance(document, dict):
-        raise BadRequest("Request body must be a JSON object.")
-    model = document.get("model")
-    if model is None:
-        raise BadRequest("Missing required parameter: 'model'.", param="model")
-    if not isinstance(model, str) or not model.strip():
-        raise BadRequest("Parameter 'model' must be a non-empty string.", param="model")
-    if len(model) > MAX_MODEL_NAME or not model.isprintable():
-        # The name travels on as a header (X-Gateway-Model-Name) and a metric label.
-        raise BadRequest(
-            f"Parameter 'model' must be at most {MAX_MODEL_NAME} printable characters.",
-            param="model",
-        )
-    return document, model
+    failure: FailureClass
+    status: int
+    error: RequestError | None = None  # ours; else the upstream's body below
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    retry_after: float | None = None
+    endpoint: str = ""  # the pool endpoint that answered it, if any
 
 
 class InferenceProxy:
-    """Handles POST /v1/chat/completions, /v1/completions and /v1/embeddings for one listener."""
+    """Handles the inference POST endpoints of one listener."""
 
     def __init__(self, state: GatewayState, listener_name: str) -> None:
         self._state = state
@@ -178,9 +117,9 @@ class InferenceProxy:
         state = self._state
         snapshot = state.snapshot  # this request finishes on this generation, even across reloads
         request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
-        listener = snapshot.listener(self._listener_name)
-        release: _Release | None = None  # set once admitted: tells the pool's gate we went
+        api = ClientApi(request.path) if request.path in _APIS else ClientApi.CHAT
         try:
+            listener = snapshot.listener(self._listener_name)
             if listener is None:
                 raise NotFound(
                     f"Listener {self._listener_name} has no routes since a config reload removed "
@@ -190,177 +129,264 @@ class InferenceProxy:
             document, model = parse_request(body)
             headers = {name.lower(): value for name, value in request.headers.items()}
             headers[MODEL_HEADER] = model
-            facts = RequestFacts(
-                method=request.method, path=request.path, host=request.host,
-                headers=headers, query=request.query,
-            )
-            debug = headers.get(DEBUG_HEADER) == "1"
-            choice = state.router.route(snapshot, listener, facts, model=model)
+            facts = RequestFacts(method=request.method, path=request.path, host=request.host,
+                                 headers=headers, query=request.query)
+            routed = state.router.route(snapshot, listener, facts, model=model)
+            first = routed.chain[0]
             named = headers.get(OBJECTIVE_HEADER)
-            if named and named != choice.objective.name:
-                state.metrics.child(state.metrics.unknown_objectives, choice.pool.key).inc()
-            budget = _time_budget(headers, choice.objective)
-            deadline = time.monotonic() + budget if budget is not None else None
+            objective = STANDARD
+            if first.is_pool:
+                objective = state.router.pool_choice(snapshot, routed, first.key).objective
+                if named and named != objective.name:
+                    state.metrics.child(state.metrics.unknown_objectives, first.key).inc()
+            budget = time_budget(headers, objective)
+            rule = routed.rule
+            limits = [b for b in (budget, rule.request_timeout) if b is not None]
             charges: list[Charge] = []
             if snapshot.rate_limits and state.rate_limits is not None:
                 charges = await state.rate_limits.admit(
-                    snapshot.rate_limits, headers, model, listener.gateway, choice.rule.route)
-            gate = state.gates.get(choice.pool.key) if choice.pool.flow is not None else None
-            ticket = FAST_PASS
-            if gate is not None:
-                ticket = await gate.admit(choice.objective, headers.get(FAIRNESS_HEADER, ""),
-                                          len(body), deadline)
-            release = _Release(gate, ticket)
-            picking = time.perf_counter()
-            # The prompt's text and size feed the scheduler's and the store's estimates (and a
-            # token budget's fallback charge); a round-robin or random pool reads neither.
-            prompt = (prompt_facts(document) if choice.pool.needs_metrics or charges
-                      else NO_PROMPT)
-            decision = state.router.pick(
-                choice, request_id=request_id, prompt=prompt,
-                now=time.monotonic(), explain=DEBUG_CANDIDATES if debug else 1,
-                endpoints=ticket.endpoints,
-            )
-            metrics = state.metrics
-            metrics.child(metrics.picker_duration, decision.pool.key).observe(
-                time.perf_counter() - picking
-            )
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("request %s -> %s (%s)", request_id, decision.endpoint.address,
-                          decision.pick.explain())
-            if decision.model_rewritten:
-                document["model"] = decision.upstream_model
-                body = orjson.dumps(document)
-            return await self._forward(request, decision, body, request_id, started, debug,
-                                       release, deadline, charges)
+                    snapshot.rate_limits, headers, model, listener.gateway, rule.route)
+            ctx = RequestContext(
+                api=api, document=document, body=body, request_id=request_id,
+                prompt=prompt_facts(document), headers=headers,
+                raw_headers=tuple(request.headers.items()), remote=request.remote,
+                query_string=request.query_string,
+                deadline=time.monotonic() + min(limits) if limits else None,
+                backend_timeout=rule.backend_timeout,
+                explain=DEBUG_CANDIDATES if headers.get(DEBUG_HEADER) == "1" else 1)
+            mirror = MirrorRun.start(state, snapshot, routed, ctx)
+            return await self._serve(request, snapshot, routed, ctx, started, charges, mirror)
         except RequestError as error:
             # Unrouted: the model name is unchecked client input, so it stays out of labels.
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
-            return error_response(error, request_id)
-        finally:
-            if release is not None:
-                release()
+            return error_response(error, request_id, api)
 
-    async def _forward(
-        self,
-        request: web.Request,
-        decision: RoutingDecision,
-        body: bytes,
-        request_id: str,
-        started: float,
-        debug: bool,
-        release: _Release,
-        deadline: float | None,
-        charges: list[Charge],
-    ) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, snapshot: GatewaySnapshot, routed: Routed,
+                     ctx: RequestContext, started: float, charges: list[Charge],
+                     mirror: MirrorRun | None) -> web.StreamResponse:
+        """The attempt loop, then the relay of the answer that ended it."""
         state = self._state
-        metrics = state.metrics
-        endpoint = decision.endpoint
-        pool = decision.pool.key
-        # The gateway's own load view (between scrapes) for pools whose scheduler reads it.
-        tracked = decision.pool.needs_metrics
-        expected_tokens = decision.prompt.expected_tokens
-        timing = _StreamTiming(dispatched=time.monotonic())
-        if tracked:
-            timing.prefill_tokens = decision.prompt.uncached_tokens(
-                decision.pick.chosen_score(PREFIX_CACHE_SCORER))
-            timing.prefill_ahead = state.endpoints.on_dispatch(
-                endpoint, expected_tokens, prefill_tokens=timing.prefill_tokens)
-        release()  # dispatched: the pool's queue may grant the next request
-        timeout = decision.rule.upstream_timeout
-        if deadline is not None:  # the time budget left bounds the upstream request
-            remaining = max(deadline - time.monotonic(), 0.001)
-            timeout = remaining if timeout is None else min(timeout, remaining)
-        target = decision.upstream_path
-        if request.query_string:
-            target = f"{target}?{request.query_string}"
-        usage = Usage()
-        status = 0
-        in_flight = metrics.child(metrics.in_flight, pool)
-        in_flight.inc()
+        traffic = state.metrics.traffic
+        rule = routed.rule
+        resilience = state.resilience.for_rule(rule)
+        windows = {b: self._context_window(snapshot, b) for b in routed.chain}
+        plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
+                           cooldowns=resilience.cooldowns,
+                           fits=fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens,
+                                             windows))
+        backend = plan.first(time.monotonic())
+        self._note_skips(plan, rule.label)
+        if backend is None:
+            if any(skip.reason == "cooldown" for skip in plan.skipped):
+                backend = next(s.backend for s in plan.skipped if s.reason == "cooldown")
+                plan.force(backend)
+            else:
+                raise _too_long(ctx, windows)
+        arm = routed.chain[0]
+        recorder = PrimaryRecorder(mirror)
+        while True:
+            try:
+                outcome = await self._attempt(snapshot, routed, backend, ctx,
+                                              resilience.cooldowns)
+            except asyncio.CancelledError:  # the client left before any answer
+                self._abandoned(routed, arm, backend, started)
+                raise
+            if isinstance(outcome, Opened):
+                failed = await self._check(outcome)
+                if failed is None:
+                    plan.succeeded(outcome.breaker_key, time.monotonic())
+                    self._note_transitions(plan)
+                    return await self._answer(request, outcome, ctx, routed, arm, plan,
+                                              started, charges, recorder)
+                key = outcome.breaker_key
+            else:
+                failed, key = outcome
+            traffic.attempt_errors.labels(backend.label, str(failed.failure)).inc()
+            now = time.monotonic()
+            step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
+                               retry_after=failed.retry_after,
+                               unit=state.router.mirror_draw(),
+                               same_possible=self._untried(snapshot, backend, ctx))
+            self._note_skips(plan, rule.label)
+            self._note_transitions(plan)
+            if step.kind is not StepKind.GIVE_UP and ctx.deadline is not None \
+                    and now + step.delay >= ctx.deadline:
+                step = Step(StepKind.GIVE_UP, reason="no time left for another attempt")
+            if step.kind is StepKind.GIVE_UP:
+                traffic.gave_up.labels(rule.label, step.reason).inc()
+                if recorder.mirror is not None:
+                    recorder.done(failed.status, Usage())
+                return self._failure_answer(failed, ctx, backend, plan, routed, arm, started,
+                                            charges)
+            assert step.backend is not None
+            if step.kind is StepKind.RETRY:
+                traffic.retries.labels(rule.label, backend.label, step.reason).inc()
+                if step.delay > 0:
+                    try:
+                        await asyncio.sleep(step.delay)
+                    except asyncio.CancelledError:
+                        self._abandoned(routed, arm, backend, started)
+                        raise
+            else:
+                traffic.fallbacks.labels(rule.label, backend.label, step.backend.label,
+                                         step.reason).inc()
+                log.info("request %s: %s failed (%s), falling back to %s", ctx.request_id,
+                         backend.label, step.reason, step.backend.label)
+            backend = step.backend
+
+    async def _attempt(self, snapshot: GatewaySnapshot, routed: Routed, backend: BackendRef,
+                       ctx: RequestContext, cooldowns: Cooldowns | None
+                       ) -> Opened | tuple[_Failed, str]:
+        """One attempt; a RequestError before the response head becomes a ``_Failed``."""
+        key = backend.label
+        ctx.endpoint = ""
         try:
-            with map_upstream_errors(endpoint.address, pool, timeout=timeout):
-                upstream = await state.upstream.request(
-                    "POST", endpoint.host, endpoint.port, target,
-                    _upstream_headers(request, decision, request_id), body, budget=timeout,
-                )
-                async with upstream:
-                    status = upstream.status
-                    response_headers = _response_headers(upstream, decision, request_id, debug)
-                    content_type = upstream.header("content-type") or ""
-                    if content_type.startswith("text/event-stream"):
-                        scanner = SseUsageScanner()
-                        try:
-                            return await self._relay_stream(
-                                request, upstream, response_headers, scanner, decision, started,
-                                timing,
-                            )
-                        finally:
-                            usage = scanner.usage
-                    payload = await upstream.read()
-            if status == 200:
+            if backend.is_pool:
+                return await open_pool(self._state, snapshot, routed, backend, ctx, cooldowns)
+            return await open_provider(self._state, snapshot, backend, ctx)
+        except (BadRequest, DeadlineExceeded):
+            raise  # the request itself, or its time: no other backend changes that
+        except RequestError as error:
+            failure = _OWN_ERRORS.get(type(error))
+            if failure is None:
+                failure = classify_status(error.status)
+            log.warning("request %s to %s failed: %s", ctx.request_id, backend.label,
+                        error.message)
+            if ctx.endpoint:  # it failed at a pool's endpoint: that endpoint's breaker
+                key = f"{backend.key}@{ctx.endpoint}"
+            return _Failed(failure, error.status, error=error, endpoint=ctx.endpoint), key
+
+    async def _check(self, opened: Opened) -> _Failed | None:
+        """None for an answer to relay; a ``_Failed`` for an error status the plan may retry."""
+        upstream = opened.upstream
+        status = upstream.status
+        if status < 400 or status in (401, 403, 404):
+            # Auth and not-found errors are the answer (a retry elsewhere hides a misconfig).
+            return None
+        try:
+            payload = await upstream.read()
+        except UpstreamError:
+            payload = b""
+        opened.finish(Usage())
+        payload = payload[:MAX_ERROR_BODY]
+        failure = classify_status(status, payload)
+        if opened.translation is not None:
+            payload = opened.translation.error(status, payload)
+        retry_after = retry_after_from_headers(upstream.headers, now_epoch=time.time())
+        kept = tuple((n, v) for n, v in upstream.headers
+                     if n.lower() in ("content-type", "retry-after", "retry-after-ms"))
+        log.warning("%s answered %d (%s)", opened.where, status, failure)
+        endpoint = opened.decision.endpoint.address if opened.decision is not None else ""
+        return _Failed(failure, status, body=payload, headers=kept, retry_after=retry_after,
+                       endpoint=endpoint)
+
+    def _failure_answer(self, failed: _Failed, ctx: RequestContext, backend: BackendRef,
+                        plan: AttemptPlan, routed: Routed, arm: BackendRef, started: float,
+                        charges: list[Charge]) -> web.Response:
+        extra = {BACKEND_HEADER: backend.label, ATTEMPTS_HEADER: str(plan.attempts)}
+        if failed.endpoint:
+            extra["x-inferlane-endpoint"] = failed.endpoint
+        self._count(routed, arm, backend, failed.status, started)
+        if charges and self._state.rate_limits is not None:
+            self._state.rate_limits.charge_soon(charges, ctx.prompt.prompt_tokens)
+        if failed.error is not None:
+            response = error_response(failed.error, ctx.request_id, ctx.api)
+            response.headers.update(extra)
+            return response
+        headers = CIMultiDict(failed.headers)
+        headers.update(extra)
+        headers["x-request-id"] = ctx.request_id
+        headers.setdefault("content-type", "application/json")
+        return web.Response(status=failed.status, body=failed.body, headers=headers)
+
+    async def _answer(self, request: web.Request, opened: Opened, ctx: RequestContext,
+                      routed: Routed, arm: BackendRef, plan: AttemptPlan, started: float,
+                      charges: list[Charge], recorder: PrimaryRecorder) -> web.StreamResponse:
+        state = self._state
+        upstream = opened.upstream
+        status = upstream.status
+        headers = self._response_headers(opened, ctx, plan)
+        usage = Usage()
+        try:
+            if (upstream.header("content-type") or "").startswith("text/event-stream"):
+                return await self._relay_stream(request, opened, headers, ctx, routed, started,
+                                                usage, recorder)
+            payload = await upstream.read()
+            translation = opened.translation
+            if translation is not None:
+                payload = translation.body(payload) if status < 400 else \
+                    translation.error(status, payload)
+                if translation.usage_seen:
+                    usage.prompt_tokens = translation.prompt_tokens
+                    usage.completion_tokens = translation.completion_tokens
+                    usage.seen = True
+            elif status == 200:
                 usage = usage_from_body(payload)
-            return web.Response(status=status, body=payload, headers=response_headers)
+            recorder.body(payload)
+            return web.Response(status=status, body=payload, headers=headers)
         except RequestError as error:
             status = error.status
-            log.warning("request %s to %s failed: %s", request_id, endpoint.address, error.message)
-            return error_response(error, request_id)
+            log.warning("request %s to %s failed: %s", ctx.request_id, opened.where,
+                        error.message)
+            return error_response(error, ctx.request_id, ctx.api)
         except _ClientGone as gone:
             status = 499  # nginx's "client closed request"; only ever seen in metrics
-            metrics.child(metrics.client_disconnects, pool).inc()
+            self._client_gone(opened)
             return gone.response
         except asyncio.CancelledError:
             status = 499
-            metrics.child(metrics.client_disconnects, pool).inc()
+            self._client_gone(opened)
             raise
         finally:
-            in_flight.dec()
-            if tracked:
-                self._learn(decision, expected_tokens, usage, timing)
-            _record(state, decision, status, usage, started)
-            state.pool_completed(pool)
+            opened.finish(usage)
+            recorder.done(status, usage)
+            self._count(routed, arm, opened.backend, status, started, opened, usage)
             if charges and state.rate_limits is not None:
                 # Without a usage report (a stream that did not ask for it) the prompt
                 # estimate is all there is to charge.
                 tokens = (usage.prompt_tokens + usage.completion_tokens if usage.seen
-                          else decision.prompt.prompt_tokens)
+                          else ctx.prompt.prompt_tokens)
                 state.rate_limits.charge_soon(charges, tokens)
 
-    def _learn(self, decision: RoutingDecision, expected_tokens: int, usage: Usage,
-               timing: _StreamTiming) -> None:
-        """Feed what this request showed back into the endpoint's state (sans-IO store)."""
-        store = self._state.endpoints
-        endpoint = decision.endpoint
-        first, last = timing.first_chunk, timing.last_chunk
-        # No first token seen (not streamed, or failed before it): release the prefill here.
-        pending = timing.prefill_tokens if first is None else 0
-        if first is not None and last is not None and usage.seen:
-            store.on_complete(endpoint, expected_tokens, output_tokens=usage.completion_tokens,
-                              decode_seconds=last - first, pending_prefill_tokens=pending)
-        else:
-            store.on_complete(endpoint, expected_tokens, pending_prefill_tokens=pending)
+    def _abandoned(self, routed: Routed, arm: BackendRef, backend: BackendRef,
+                   started: float) -> None:
         metrics = self._state.metrics
-        match = decision.pick.chosen_score(PREFIX_CACHE_SCORER)
-        if match is not None:
-            metrics.child(metrics.prefix_match_ratio, decision.pool.key).observe(match)
-        if first is None:
-            return  # not streamed: no time to first token to compare
-        predicted = decision.pick.predicted_ttft
-        if predicted is not None and predicted > 0:
-            metrics.child(metrics.ttft_prediction_ratio, decision.pool.key).observe(
-                (first - timing.dispatched) / predicted
-            )
+        metrics.child(metrics.client_disconnects, backend.key if backend.is_pool else "").inc()
+        self._count(routed, arm, backend, 499, started)
 
-    async def _relay_stream(
-        self,
-        request: web.Request,
-        upstream: UpstreamResponse,
-        headers: CIMultiDict[str],
-        scanner: SseUsageScanner,
-        decision: RoutingDecision,
-        started: float,
-        timing: _StreamTiming,
-    ) -> web.StreamResponse:
+    def _client_gone(self, opened: Opened) -> None:
+        metrics = self._state.metrics
+        pool = opened.decision.pool.key if opened.decision is not None else ""
+        metrics.child(metrics.client_disconnects, pool).inc()
+
+    def _response_headers(self, opened: Opened, ctx: RequestContext,
+                          plan: AttemptPlan) -> CIMultiDict[str]:
+        drop = HOP_BY_HOP if opened.provider is None else _PROVIDER_DROP
+        headers = [(name, value) for name, value in opened.upstream.headers
+                   if name.lower() not in drop and name.lower() != "content-length"]
+        headers.append(("x-request-id", ctx.request_id))
+        headers.append((BACKEND_HEADER, opened.backend.label))
+        headers.append((ATTEMPTS_HEADER, str(plan.attempts)))
+        decision = opened.decision
+        if decision is not None:
+            headers.append(("x-inferlane-endpoint", decision.endpoint.address))
+            if ctx.explain > 1:
+                headers.append(("x-inferlane-scores", decision.pick.explain()))
+        modifier = (decision.rule if decision is not None else None)
+        rule_modifier = modifier.response_headers if modifier is not None else None
+        if rule_modifier is not None:
+            headers = apply_modifier(rule_modifier, headers)
+        return CIMultiDict(headers)
+
+    async def _relay_stream(self, request: web.Request, opened: Opened,
+                            headers: CIMultiDict[str], ctx: RequestContext, routed: Routed,
+                            started: float, usage: Usage,
+                            recorder: PrimaryRecorder) -> web.StreamResponse:
+        upstream = opened.upstream
+        translation = opened.translation
+        scanner = SseUsageScanner() if translation is None else None
+        timing = opened.timing
+        decision = opened.decision
         response = web.StreamResponse(status=upstream.status, headers=headers)
         try:
             await response.prepare(request)
@@ -373,103 +399,164 @@ class InferenceProxy:
                 if first:
                     first = False
                     timing.first_chunk = timing.last_chunk
-                    if decision.pool.needs_metrics:
-                        self._state.endpoints.on_first_token(
-                            decision.endpoint, uncached_prompt_tokens=timing.prefill_tokens,
-                            seconds=timing.first_chunk - timing.dispatched,
-                            prefill_tokens_ahead=timing.prefill_ahead)
-                    metrics = self._state.metrics
-                    ttft = time.perf_counter() - started
-                    metrics.child(
-                        metrics.time_to_first_token, decision.rule.label,
-                        metrics.model_label(decision.requested_model), decision.pool.key,
-                    ).observe(ttft)
-                    target = decision.objective.ttft_target
-                    if target is not None:
-                        metrics.child(metrics.slo_requests, decision.pool.key,
-                                      decision.objective.name,
-                                      "met" if ttft <= target else "missed").inc()
-                scanner.feed(chunk)
-                try:
-                    await response.write(chunk)
-                except ConnectionResetError as exc:
-                    raise _ClientGone(response) from exc  # our client went away
+                    self._first_token(opened, routed, started)
+                    recorder.first_token(timing.first_chunk - timing.dispatched)
+                if scanner is not None:
+                    scanner.feed(chunk)
+                out = chunk if translation is None else translation.stream(chunk)
+                if out:
+                    recorder.stream(out)
+                    await _write(response, out)
+            if translation is not None:
+                await _write(response, translation.finish())
         except UpstreamError as exc:
-            # Headers are gone: the only honest answer left is a final SSE error event.
-            log.warning("stream from %s broke off: %s", decision.endpoint.address, exc)
-            error = {
-                "message": f"The model server at endpoint {decision.endpoint.address} of "
-                f"InferencePool {decision.pool.key} broke off the stream ({exc}).",
-                "type": "upstream_error",
-                "param": None,
-                "code": "upstream_stream_interrupted",
-            }
-            try:
-                await response.write(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
-            except ConnectionResetError as gone:
-                raise _ClientGone(response) from gone
+            # Headers are gone: the only honest answer left is a final in-stream error.
+            log.warning("stream from %s broke off: %s", opened.where, exc)
+            if translation is not None:
+                frame = translation.broken(str(exc))
+            elif ctx.api is ClientApi.MESSAGES:
+                frame = b"event: error\ndata: " + orjson.dumps({"type": "error", "error": {
+                    "type": "api_error",
+                    "message": f"The backend {opened.where} broke off the stream ({exc})."}}) \
+                    + b"\n\n"
+            else:
+                pool = f" of InferencePool {decision.pool.key}" if decision else ""
+                address = decision.endpoint.address if decision else opened.where
+                frame = b"data: " + orjson.dumps({"error": {
+                    "message": f"The model server at endpoint {address}{pool} broke off the "
+                               f"stream ({exc}).",
+                    "type": "upstream_error", "param": None,
+                    "code": "upstream_stream_interrupted"}}) + b"\n\n"
+            await _write(response, frame)
+        finally:
+            if scanner is not None and scanner.usage.seen:
+                usage.prompt_tokens = scanner.usage.prompt_tokens
+                usage.completion_tokens = scanner.usage.completion_tokens
+                usage.seen = True
+            elif translation is not None and translation.usage_seen:
+                usage.prompt_tokens = translation.prompt_tokens
+                usage.completion_tokens = translation.completion_tokens
+                usage.seen = True
         try:
             await response.write_eof()
         except ConnectionResetError as exc:
             raise _ClientGone(response) from exc
         return response
 
+    def _first_token(self, opened: Opened, routed: Routed, started: float) -> None:
+        state = self._state
+        metrics = state.metrics
+        timing = opened.timing
+        decision = opened.decision
+        assert timing.first_chunk is not None
+        ttft = time.perf_counter() - started
+        model = metrics.model_label(routed.requested_model)
+        metrics.traffic.time_to_first_token.labels(
+            _OPERATIONS[self._api(opened)], _provider_name(opened), model,
+            opened.backend.label).observe(ttft)
+        if decision is None:
+            return
+        if decision.pool.needs_metrics:
+            state.endpoints.on_first_token(
+                decision.endpoint, uncached_prompt_tokens=timing.prefill_tokens,
+                seconds=timing.first_chunk - timing.dispatched,
+                prefill_tokens_ahead=timing.prefill_ahead)
+        metrics.child(metrics.time_to_first_token, decision.rule.label, model,
+                      decision.pool.key).observe(ttft)
+        target = decision.objective.ttft_target
+        if target is not None:
+            metrics.child(metrics.slo_requests, decision.pool.key, decision.objective.name,
+                          "met" if ttft <= target else "missed").inc()
 
-def _upstream_headers(
-    request: web.Request, decision: RoutingDecision, request_id: str
-) -> list[tuple[str, str]]:
-    headers = [(name, value) for name, value in request.headers.items()
-               if name.lower() not in _HOP_BY_HOP and name.lower() not in _REPLACED]
-    headers.append(("x-request-id", request_id))
-    headers.append(("X-Gateway-Model-Name", decision.requested_model))
-    if decision.model_rewritten:
-        headers.append(("x-gateway-model-name-rewrite", decision.upstream_model))
-    if decision.rule.host_rewrite is not None:
-        headers.append(("Host", decision.rule.host_rewrite))
-    if request.remote:
-        previous = request.headers.get("x-forwarded-for")
-        forwarded = f"{previous}, {request.remote}" if previous else request.remote
-        headers.append(("x-forwarded-for", forwarded))
-    modifier = decision.rule.request_headers
-    return headers if modifier is None else _apply(modifier, headers)
+    def _count(self, routed: Routed, arm: BackendRef, backend: BackendRef, status: int,
+               started: float, opened: Opened | None = None, usage: Usage | None = None) -> None:
+        metrics = self._state.metrics
+        traffic = metrics.traffic
+        route = routed.rule.label
+        model = metrics.model_label(routed.requested_model)
+        elapsed = time.perf_counter() - started
+        traffic.backend_requests.labels(route, model, arm.label, backend.label,
+                                        str(status)).inc()
+        decision = opened.decision if opened is not None else None
+        pool = decision.pool.key if decision is not None else ""
+        endpoint = decision.endpoint.address if decision is not None else backend.label
+        target = decision.upstream_model if decision is not None else model
+        metrics.child(metrics.requests, route, model, metrics.model_label(target), pool,
+                      endpoint, str(status)).inc()
+        metrics.child(metrics.request_duration, route, model, pool).observe(elapsed)
+        provider = _provider_name(opened)
+        operation = _OPERATIONS[self._api(opened)]
+        traffic.operation_duration.labels(operation, provider, model,
+                                          backend.label).observe(elapsed)
+        if usage is not None and usage.seen:
+            if pool:
+                metrics.child(metrics.input_tokens, model, pool).inc(usage.prompt_tokens)
+                metrics.child(metrics.output_tokens, model, pool).inc(usage.completion_tokens)
+            for kind, tokens in (("input", usage.prompt_tokens),
+                                 ("output", usage.completion_tokens)):
+                traffic.token_usage.labels(operation, provider, model, kind,
+                                           backend.label).observe(tokens)
+
+    @staticmethod
+    def _api(opened: Opened | None) -> ClientApi:
+        return opened.api if opened is not None else ClientApi.CHAT
+
+    def _note_skips(self, plan: AttemptPlan, route: str) -> None:
+        for skip in plan.skipped:
+            self._state.metrics.traffic.skipped.labels(route, skip.backend.label,
+                                                       skip.reason).inc()
+        plan.skipped.clear()
+
+    def _note_transitions(self, plan: AttemptPlan) -> None:
+        traffic = self._state.metrics.traffic
+        for transition in plan.transitions:
+            state = str(transition.state)
+            traffic.cooldown_transitions.labels(transition.key, state).inc()
+            traffic.cooling.labels(transition.key).set(1 if state == "open" else 0)
+            log.warning("backend %s: circuit %s (%s)", transition.key, state, transition.reason)
+        plan.transitions.clear()
+
+    @staticmethod
+    def _untried(snapshot: GatewaySnapshot, backend: BackendRef, ctx: RequestContext) -> bool:
+        """Whether another attempt at ``backend`` could go somewhere new."""
+        if not backend.is_pool:
+            return True
+        pool = snapshot.pools.get(backend.key)
+        return pool is not None and any(e.address not in ctx.tried for e in pool.endpoints)
+
+    def _context_window(self, snapshot: GatewaySnapshot, backend: BackendRef) -> int | None:
+        if backend.is_pool:
+            pool = snapshot.pools.get(backend.key)
+            return pool.context_window if pool is not None else None
+        provider = snapshot.providers.get(backend.key)
+        return provider.context_window if provider is not None else None
 
 
-def _response_headers(
-    upstream: UpstreamResponse, decision: RoutingDecision, request_id: str, debug: bool
-) -> CIMultiDict[str]:
-    headers = [(name, value) for name, value in upstream.headers
-               if name.lower() not in _RESPONSE_DROP]
-    headers.append(("x-request-id", request_id))
-    headers.append(("x-inferlane-endpoint", decision.endpoint.address))
-    if debug:
-        headers.append(("x-inferlane-scores", decision.pick.explain()))
-    modifier = decision.rule.response_headers
-    if modifier is not None:
-        headers = _apply(modifier, headers)
-    return CIMultiDict(headers)
+_APIS = frozenset(api.value for api in ClientApi)
+_OPERATIONS = {ClientApi.CHAT: "chat", ClientApi.MESSAGES: "chat",
+               ClientApi.COMPLETIONS: "text_completion", ClientApi.EMBEDDINGS: "embeddings"}
 
 
-def _apply(modifier: HeaderModifier, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Gateway API header modifier semantics: remove, then set (replace), then add."""
-    drop = set(modifier.remove) | {name for name, _ in modifier.set}
-    kept = [(name, value) for name, value in headers if name.lower() not in drop]
-    return kept + list(modifier.set) + list(modifier.add)
+def _provider_name(opened: Opened | None) -> str:
+    """OpenTelemetry's ``gen_ai.provider.name``: well-known values for providers."""
+    if opened is None or opened.provider is None:
+        return "inferlane.pool"
+    return {"openai": "openai", "azure-openai": "azure.ai.openai", "anthropic": "anthropic"}.get(
+        opened.provider.type, "openai-compatible")
 
 
-def _record(
-    state: GatewayState, decision: RoutingDecision, status: int, usage: Usage, started: float
-) -> None:
-    metrics = state.metrics
-    route = decision.rule.label
-    model = metrics.model_label(decision.requested_model)
-    pool = decision.pool.key
-    metrics.child(
-        metrics.requests, route, model, metrics.model_label(decision.upstream_model), pool,
-        decision.endpoint.address, str(status),
-    ).inc()
-    metrics.child(metrics.request_duration, route, model, pool).observe(
-        time.perf_counter() - started
-    )
-    if usage.seen:
-        metrics.child(metrics.input_tokens, model, pool).inc(usage.prompt_tokens)
-        metrics.child(metrics.output_tokens, model, pool).inc(usage.completion_tokens)
+def _too_long(ctx: RequestContext, windows: dict[BackendRef, int | None]) -> BadRequest:
+    needed = ctx.prompt.prompt_tokens + (ctx.prompt.max_tokens or 0)
+    known = ", ".join(f"{b.label}: {w}" for b, w in windows.items() if w is not None)
+    return ContextWindowExceeded(
+        f"The request needs about {needed} tokens (prompt estimate plus max_tokens), more than "
+        f"the context window of every backend of this route ({known}).", param="messages")
+
+
+async def _write(response: web.StreamResponse, data: bytes) -> None:
+    if not data:
+        return
+    try:
+        await response.write(data)
+    except ConnectionResetError as exc:
+        raise _ClientGone(response) from exc

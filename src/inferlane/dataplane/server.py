@@ -2,8 +2,11 @@
 
 Routes served on every listener:
 
-- ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` → ``InferenceProxy``
+- ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` and Anthropic's
+  ``/v1/messages`` → ``InferenceProxy``
 - ``GET /v1/models`` → the models this gateway routes (from the serving snapshot)
+- ``GET /admin/shadow`` (mirror comparisons, read by ``inferlane shadow-report``) and
+  ``GET /admin/backends`` (circuit breakers that are open or have recent failures), JSON
 - ``GET /metrics`` (Prometheus text), ``GET /healthz`` (alive), ``GET /readyz`` (serving)
 - anything else → 404/405 in OpenAI's error shape
 
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
-from inferlane.dataplane.proxy import InferenceProxy, error_response
+from inferlane.dataplane.proxy import InferenceProxy
+from inferlane.dataplane.request import error_response
 from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import UpstreamOptions, create_pool
 from inferlane.endpoints import EndpointStore, MetricsScraper
@@ -33,8 +37,9 @@ from inferlane.scheduling.interfaces import Endpoint
 
 log = logging.getLogger("inferlane.server")
 
-INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-_GET_PATHS = ("/v1/models", "/metrics", "/healthz", "/readyz")
+INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
+_GET_PATHS = ("/v1/models", "/metrics", "/healthz", "/readyz", "/admin/shadow",
+              "/admin/backends")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +179,8 @@ class GatewayServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/admin/shadow", self._shadow)
+        app.router.add_get("/admin/backends", self._backends)
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         return app
 
@@ -192,6 +199,15 @@ class GatewayServer:
         response = web.Response(body=self.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
+
+    async def _shadow(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps({"pairs": self.state.shadow.summary()}),
+                            content_type="application/json")
+
+    async def _backends(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        body = {"monotonic_now": now, "rules": self.state.resilience.snapshot(now)}
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from inferlane.dataplane.admission import PoolGate
 from inferlane.dataplane.h1client import UpstreamPool
 from inferlane.dataplane.rate_limiting import RateLimitGuard
+from inferlane.dataplane.resilience import ResilienceState
 from inferlane.dataplane.upstream import UpstreamOptions
 from inferlane.endpoints import EndpointStore
 from inferlane.metrics.gateway import GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot, Router
+from inferlane.routing.shadow import ShadowStats
 
 RETIRE_SECONDS = 60.0
 
@@ -34,7 +37,11 @@ class GatewayState:
     ready: bool = False
     gates: dict[str, PoolGate] = field(default_factory=dict)  # flow control, by pool key
     rate_limits: RateLimitGuard | None = None
+    resilience: ResilienceState = field(default_factory=ResilienceState)
+    shadow: ShadowStats = field(default_factory=ShadowStats)
+    mirror_in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def swap(self, snapshot: GatewaySnapshot) -> None:
         """Serve ``snapshot``: pool gates and rate-limit backends follow it (a gate keeps its
@@ -55,12 +62,22 @@ class GatewayState:
             if (current is None or current.flow is None) and not len(gate.controller):
                 gate.close()
                 del self.gates[key]
+        self.resilience.retain({(rule.route, rule.rule_index)
+                                for listener in snapshot.listeners
+                                for rule in listener.routes.targets()})
         if self.rate_limits is None and snapshot.rate_limits:
             self.rate_limits = RateLimitGuard(self.metrics)
         if self.rate_limits is not None:
             for limiter in self.rate_limits.sync(snapshot.rate_limits):
                 # Requests admitted under it may still charge tokens: close it a minute later.
                 self._later(RETIRE_SECONDS, limiter.close)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in the background (mirror copies); cancelled at shutdown."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def pool_completed(self, pool_key: str) -> None:
         """A request of the pool finished: capacity may have freed for its queue."""
@@ -84,7 +101,7 @@ class GatewayState:
         """Stop timers and close rate-limit backends (gateway shutdown)."""
         for gate in self.gates.values():
             gate.close()
-        for task in list(self._retiring):
+        for task in list(self._retiring) + list(self._background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

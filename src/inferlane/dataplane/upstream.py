@@ -41,27 +41,28 @@ def create_pool(options: UpstreamOptions) -> UpstreamPool:
 
 
 @contextmanager
-def map_upstream_errors(endpoint: str, pool: str, *, timeout: float | None) -> Iterator[None]:
-    """Turn upstream client errors into RequestErrors naming ``endpoint`` of ``pool``."""
-    where = f"endpoint {endpoint} of InferencePool {pool}"
+def map_upstream_errors(where: str, *, timeout: float | None) -> Iterator[None]:
+    """Turn upstream client errors into RequestErrors naming ``where`` ("the model server at
+    endpoint A of InferencePool P", "provider P at host:port")."""
+    subject = where[:1].upper() + where[1:]
     try:
         yield
     except UpstreamTimeoutError as exc:
         limit = f" within {timeout:g}s" if timeout is not None else " in time"
-        raise UpstreamTimeout(f"The model server at {where} did not answer{limit}.") from exc
+        raise UpstreamTimeout(f"{subject} did not answer{limit}.") from exc
     except UpstreamConnectFailed as exc:
         raise UpstreamConnectError(
-            f"Could not connect to the model server at {where}: {exc}."
+            f"Could not connect to {where}: {exc}."
         ) from exc
     except UpstreamClosed as exc:
         if exc.started:
             raise UpstreamProtocolError(
-                f"The model server at {where} closed the connection mid-response."
+                f"{subject} closed the connection mid-response."
             ) from exc
         raise UpstreamConnectError(
-            f"The model server at {where} closed the connection before answering."
+            f"{subject} closed the connection before answering."
         ) from exc
     except UpstreamError as exc:
         raise UpstreamProtocolError(
-            f"The model server at {where} sent an invalid response: {exc}."
+            f"{subject} sent an invalid response: {exc}."
         ) from exc

@@ -17,6 +17,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
 from inferlane.metrics.labels import BoundedLabel
+from inferlane.metrics.shadow import ShadowMetrics
+from inferlane.metrics.traffic import TrafficMetrics
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -167,6 +169,8 @@ class GatewayMetrics:
             ["pool", "objective", "outcome"], registry=r,
         )
 
+        self.traffic = TrafficMetrics(r, self.model_label)
+        self.shadow = ShadowMetrics(r, label=self.model_label)
         self._children: dict[tuple[object, ...], Any] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:

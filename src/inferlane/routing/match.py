@@ -158,6 +158,10 @@ class RouteTable(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def targets(self) -> list[T]:
+        """Every target, in precedence order (a target with several matches repeats)."""
+        return [entry.target for entry in self._entries]
+
     def match(self, facts: RequestFacts) -> tuple[RuleMatch, T] | None:
         """The winning (match, target), or None when no rule matches."""
         for entry in self._entries:

@@ -40,6 +40,9 @@ def prompt_facts(document: dict[str, Any]) -> PromptFacts:
     messages = document.get("messages")
     if isinstance(messages, list):
         parts = [_message_text(message) for message in messages]
+        system = document.get("system")  # Anthropic Messages keeps it outside the messages
+        if system is not None:
+            parts.insert(0, _message_text({"role": "system", "content": system}))
         text = "\n".join(parts)
         tokens = len(text) // CHARS_PER_TOKEN + _TEMPLATE_TOKENS_PER_MESSAGE * len(parts)
     else:

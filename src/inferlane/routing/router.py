@@ -3,11 +3,13 @@
 This is the whole "where does this request go" step, pure and synchronous, so every data plane
 (our aiohttp proxy, an Envoy ext_proc server later) asks the same question the same way:
 
-    facts ──► RouteTable.match ──► weighted backendRef ──► InferenceModelRewrite, objective
+    facts ──► RouteTable.match ──► weighted (or sticky) backendRef + fallbacks = the chain
               (404 if none)        (503 if all zero)
+    for a pool of the chain: ──► InferenceModelRewrite, objective (``pool_choice``)
           ──► [data plane: rate limits, flow control] ──► Scheduler (503 if none)
 
-``route`` is everything before the queue, ``pick`` everything after; ``decide`` does both.
+``route`` finds the rule and the chain, ``pool_choice`` prepares one pool attempt, ``pick``
+runs the pool's scheduler; ``decide`` does all three for the first backend (a pool).
 
 Randomness comes from an injected ``random.Random`` so tests can pin it.
 """
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from inferlane.errors import ModelNotFound, NoEndpointAvailable, NotFound
+from inferlane.routing.backends import BackendRef, sticky_unit
 from inferlane.routing.match import RequestFacts, RouteTable, RuleMatch
 from inferlane.routing.objectives import OBJECTIVE_HEADER, STANDARD, Objective
 from inferlane.routing.prompt import PromptFacts
@@ -27,6 +31,9 @@ from inferlane.routing.rules import CompiledRule
 from inferlane.scheduling.framework import PickResult
 from inferlane.scheduling.interfaces import Endpoint, PickRequest
 from inferlane.scheduling.pool import PoolRuntime
+
+if TYPE_CHECKING:
+    from inferlane.providers.runtime import ProviderRuntime
 
 MODEL_HEADER = "x-gateway-model-name"
 NO_PROMPT = PromptFacts(text="", prompt_tokens=0, max_tokens=None)
@@ -51,12 +58,25 @@ class GatewaySnapshot:
     models: tuple[str, ...]  # what GET /v1/models lists
     max_body_bytes: int = 10 * 1024 * 1024
     rate_limits: tuple[RateLimitRuntime, ...] = ()
+    providers: Mapping[str, ProviderRuntime] = field(default_factory=dict)
 
     def listener(self, name: str) -> Listener | None:
         for listener in self.listeners:
             if listener.name == name:
                 return listener
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """The rule a request matched and the backends to try, in order."""
+
+    rule: CompiledRule
+    requested_model: str
+    upstream_path: str
+    chain: tuple[BackendRef, ...]  # the split's choice, then the rule's fallbacks
+    headers: Mapping[str, str]
+    rewrite_unit: float  # the draw for InferenceModelRewrite (sticky when the split is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +131,17 @@ class Router:
     ) -> RoutingDecision:
         """Route and pick in one step (``route`` then ``pick``); ``now`` is the caller's
         monotonic clock (for staleness, TTLs)."""
-        choice = self.route(snapshot, listener, facts, model=model)
+        routed = self.route(snapshot, listener, facts, model=model)
+        first = routed.chain[0]
+        if not first.is_pool:
+            raise NoEndpointAvailable(f"{first.label} is not an InferencePool.")
+        choice = self.pool_choice(snapshot, routed, first.key)
         return self.pick(choice, request_id=request_id, prompt=prompt, now=now,
                          explain=explain)
 
     def route(self, snapshot: GatewaySnapshot, listener: Listener, facts: RequestFacts, *,
-              model: str) -> RouteChoice:
-        """The rule, the pool (weighted backendRef), the model to send and the objective."""
+              model: str) -> Routed:
+        """The rule and its chain of backends: the weighted (or sticky) backendRef first."""
         hit = listener.routes.match(facts)
         if hit is None:
             if model:
@@ -131,13 +155,30 @@ class Router:
             raise NoEndpointAvailable(
                 f"HTTPRoute {rule.route} rule {rule.rule_index} has no backend with weight > 0."
             )
-        pool = snapshot.pools[rule.backends.choose(self._random.random())]
-        upstream_model = pool.rewrites.rewrite(model, self._random.random()) if model else model
-        objective = pool.objectives.resolve(facts.headers.get(OBJECTIVE_HEADER), model)
-        return RouteChoice(rule=rule, pool=pool, requested_model=model,
-                           upstream_model=upstream_model,
-                           upstream_path=_upstream_path(rule, rule_match, facts.path),
-                           objective=objective, headers=facts.headers)
+        sticky = facts.headers.get(rule.sticky_header) if rule.sticky_header else None
+        if sticky:
+            split, rewrite = sticky_unit(sticky, "split"), sticky_unit(sticky, "rewrite")
+        else:
+            split, rewrite = self._random.random(), self._random.random()
+        primary = rule.backends.choose(split)
+        chain = (primary, *(b for b in rule.failure.fallbacks if b != primary))
+        return Routed(rule=rule, requested_model=model,
+                      upstream_path=_upstream_path(rule, rule_match, facts.path), chain=chain,
+                      headers=facts.headers, rewrite_unit=rewrite)
+
+    def pool_choice(self, snapshot: GatewaySnapshot, routed: Routed,
+                    pool_key: str) -> RouteChoice:
+        """One attempt at a pool: its model rewrite and the request's objective there."""
+        pool = snapshot.pools[pool_key]
+        model = routed.requested_model
+        upstream_model = pool.rewrites.rewrite(model, routed.rewrite_unit) if model else model
+        objective = pool.objectives.resolve(routed.headers.get(OBJECTIVE_HEADER), model)
+        return RouteChoice(rule=routed.rule, pool=pool, requested_model=model,
+                           upstream_model=upstream_model, upstream_path=routed.upstream_path,
+                           objective=objective, headers=routed.headers)
+
+    def mirror_draw(self) -> float:
+        return self._random.random()
 
     def pick(self, choice: RouteChoice, *, request_id: str, prompt: PromptFacts = NO_PROMPT,
              now: float = 0.0, explain: int = 1,

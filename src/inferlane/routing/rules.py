@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from inferlane.routing.backends import BackendRef
+from inferlane.routing.resilience import DEFAULT_POLICY, FailurePolicy, MirrorTarget
 from inferlane.routing.split import WeightedChoice
 
 
@@ -42,13 +44,16 @@ class CompiledRule:
     route: str  # "namespace/name" of the HTTPRoute
     rule_index: int
     rule_name: str | None
-    backends: WeightedChoice[str]  # pool keys ("namespace/name")
+    backends: WeightedChoice[BackendRef]
     request_headers: HeaderModifier | None = None
     response_headers: HeaderModifier | None = None
     path_rewrite: PathRewrite | None = None
     host_rewrite: str | None = None  # URLRewrite.hostname: the Host header sent upstream
     request_timeout: float | None = None  # seconds, whole request incl. retries (Gateway API)
     backend_timeout: float | None = None  # seconds, one upstream attempt
+    mirrors: tuple[MirrorTarget, ...] = ()
+    sticky_header: str | None = None  # sessionPersistence type Header: its value picks the arm
+    failure: FailurePolicy = DEFAULT_POLICY
 
     @property
     def label(self) -> str:

@@ -43,3 +43,4 @@ class PoolRuntime:
     needs_metrics: bool = True
     objectives: ObjectiveTable = field(default_factory=ObjectiveTable)
     flow: FlowSettings | None = None
+    context_window: int | None = None  # tokens (annotation inferlane.dev/context-window)

@@ -66,7 +66,21 @@ Extra = list[tuple[str, dict[str, Any]]]  # (baseline document, top-level replac
         ([("route", B0, {"name": "svc", "port": 80})], [], "spec.rules[0].backendRefs[0].kind",
          'backendRef to Service "svc" is not supported'),
         ([("route", (*B0, "kind"), "ServiceImport")], [], "spec.rules[0].backendRefs[0].kind",
-         "only InferencePool backends are supported in this version"),
+         "name an InferencePool (group inference.networking.k8s.io) or a Provider"),
+        ([("route", B0, {"group": "inferlane.dev", "kind": "Provider", "name": "oai"})], [],
+         "spec.rules[0].backendRefs[0].name", 'Provider "default/oai" not found'),
+        ([("route", B0, {"group": "inference.networking.k8s.io", "kind": "Provider",
+                         "name": "oai"})], [],
+         "spec.rules[0].backendRefs[0].group", 'must be "inferlane.dev" for a Provider'),
+        ([("route", (*R0, "filters"), [{"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"group": "inference.networking.k8s.io", "kind": "InferencePool",
+                           "name": "shadow"}}}])], [],
+         "spec.rules[0].filters[0].requestMirror.backendRef.name",
+         'InferencePool "default/shadow" not found'),
+        ([("route", (*R0, "sessionPersistence"), {"type": "Cookie", "sessionName": "s"})], [],
+         "spec.rules[0].sessionPersistence.type", "only type Header is implemented"),
+        ([("route", (*R0, "sessionPersistence"), {"type": "Header"})], [],
+         "spec.rules[0].sessionPersistence.sessionName", "name the header"),
         ([("route", (*B0, "group"), DELETE)], [], "spec.rules[0].backendRefs[0].group",
          'must be "inference.networking.k8s.io"'),
         ([("route", (*B0, "group"), "inference.networking.x-k8s.io")], [],
@@ -135,16 +149,14 @@ def test_broken_resources_do_not_cascade(world: World) -> None:
         ([("route", (*R0, "filters"), [{"type": t, f: s}])], [], "spec.rules[0].filters[0].type",
          f"{t} filters are not implemented yet")
         for t, f, s in [
-            ("RequestMirror", "requestMirror", {"backendRef": {"name": "s"}}),
             ("ExtensionRef", "extensionRef", {"group": "x.io", "kind": "F", "name": "f"}),
             ("CORS", "cors", {"allowOrigins": ["*"]}),
             ("ExternalAuth", "externalAuth", {"protocol": "HTTP", "backendRef": {"name": "a"}}),
         ]
     ] + [
-        ([("route", (*R0, "retry"), {"attempts": 2})], [], "spec.rules[0].retry",
-         "retry is not implemented yet"),
-        ([("route", (*R0, "sessionPersistence"), {"type": "Header"})], [],
-         "spec.rules[0].sessionPersistence", "not implemented yet"),
+        ([("route", (*R0, "sessionPersistence"), {"type": "Header", "sessionName": "x-user",
+                                                  "idleTimeout": "1h"})], [],
+         "spec.rules[0].sessionPersistence", "timeouts have no effect"),
         ([("route", (*B0, "filters"), [{"type": "RequestHeaderModifier",
                                         "requestHeaderModifier": {"remove": ["a"]}}])], [],
          "spec.rules[0].backendRefs[0].filters", "filters on a backendRef are not implemented"),
@@ -168,7 +180,8 @@ def test_broken_resources_do_not_cascade(world: World) -> None:
          'metadata.annotations["inferlane.dev/x"]', "Gateway has no inferlane annotations"),
         ([("pool", ("metadata", "annotations"), {"inferlane.dev/zzzzzzzz": "1"})], [],
          'metadata.annotations["inferlane.dev/zzzzzzzz"]',
-         "InferencePool understands: inferlane.dev/default-objective, "
+         "InferencePool understands: inferlane.dev/context-window, "
+         "inferlane.dev/default-objective, "
          "inferlane.dev/endpoint-picker-config, inferlane.dev/flow-control, "
          "inferlane.dev/load-balancing"),
         ([("rewrite", ("spec", "rules", 1), {"matches": [{"model": {"value": "m-canary"}}],

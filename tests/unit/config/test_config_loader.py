@@ -83,12 +83,13 @@ def test_missing_name_is_reported_as_question_mark(world: World) -> None:
 
 
 def test_warnings_carry_lines(world: World) -> None:
-    text = world.text([("route", ("spec", "rules", 0, "retry"), {"attempts": 1})])
+    text = world.text([("route", ("spec", "rules", 0, "sessionPersistence"),
+                        {"type": "Header", "sessionName": "x-user", "idleTimeout": "1h"})])
     bundle = load_config_text(text, "w.yaml")
     (warning,) = bundle.warnings
     assert isinstance(warning, ConfigIssue)
     assert warning.line == 1 + next(i for i, row in enumerate(text.splitlines())
-                                    if "retry:" in row)
+                                    if "sessionPersistence:" in row)
 
 
 def test_load_config_file(tmp_path: Path, world: World) -> None:

@@ -91,7 +91,9 @@ from inferlane.config.resources.picker_config import (
     SchedulingPlugin,
     SchedulingProfile,
 )
+from inferlane.config.resources.provider import Provider, ProviderSpec
 from inferlane.config.resources.rate_limit import RateLimitPolicy, RateLimitRule
+from inferlane.config.resources.traffic_policy import TrafficPolicy, TrafficPolicySpec
 
 INFERENCE_X_GROUP: Final = "inference.networking.x-k8s.io"
 INFERLANE_GROUP: Final = "inferlane.dev"
@@ -109,6 +111,8 @@ RESOURCE_KINDS: Final[dict[tuple[str, str], type[Resource]]] = {
     (f"{INFERENCE_X_GROUP}/v1alpha2", "InferenceObjective"): InferenceObjective,
     (f"{INFERENCE_X_GROUP}/v1alpha2", "InferenceModel"): InferenceModel,
     (f"{INFERLANE_GROUP}/v1alpha1", "RateLimitPolicy"): RateLimitPolicy,
+    (f"{INFERLANE_GROUP}/v1alpha1", "Provider"): Provider,
+    (f"{INFERLANE_GROUP}/v1alpha1", "TrafficPolicy"): TrafficPolicy,
 }
 
 __all__ = [
@@ -173,6 +177,8 @@ __all__ = [
     "PluginSpec",
     "PoolObjectReference",
     "Port",
+    "Provider",
+    "ProviderSpec",
     "RateLimitPolicy",
     "RateLimitRule",
     "Resource",
@@ -184,6 +190,8 @@ __all__ = [
     "SessionPersistence",
     "StrictModel",
     "TargetModel",
+    "TrafficPolicy",
+    "TrafficPolicySpec",
     "parse_address",
     "parse_duration",
 ]

@@ -43,7 +43,7 @@ FILTER_FIELDS: Final[dict[str, str]] = {
     "ExternalAuth": "externalAuth",
 }
 NOT_IMPLEMENTED_FILTERS: Final = frozenset(
-    {"RequestMirror", "RequestRedirect", "ExtensionRef", "CORS", "ExternalAuth"})
+    {"RequestRedirect", "ExtensionRef", "CORS", "ExternalAuth"})
 # Upstream allows these at most once per filter list.
 _UNREPEATABLE: Final = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect",
                         "URLRewrite", "CORS")
@@ -252,7 +252,7 @@ class HTTPRouteFilter(StrictModel):
     """One processing step; ``type`` selects which of the other fields must be set."""
 
     type: FilterType = Field(
-        description="Filter type; the matching field must be set (and no other). RequestMirror, "
+        description="Filter type; the matching field must be set (and no other). "
                     "RequestRedirect, ExtensionRef, CORS and ExternalAuth load with a warning: "
                     "not implemented yet.")
     request_header_modifier: HTTPHeaderFilter | None = Field(
@@ -260,8 +260,8 @@ class HTTPRouteFilter(StrictModel):
     response_header_modifier: HTTPHeaderFilter | None = Field(
         None, alias="responseHeaderModifier", description="Change response headers.")
     request_mirror: HTTPRequestMirrorFilter | None = Field(
-        None, alias="requestMirror", description="Mirror requests.",
-        json_schema_extra=NOT_IMPLEMENTED)
+        None, alias="requestMirror",
+        description="Send a copy to another pool or provider and compare the answers.")
     request_redirect: HTTPRequestRedirectFilter | None = Field(
         None, alias="requestRedirect", description="Redirect requests.",
         json_schema_extra=NOT_IMPLEMENTED)

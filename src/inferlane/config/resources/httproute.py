@@ -151,11 +151,12 @@ class HTTPRouteMatch(StrictModel):
 
 
 class HTTPBackendRef(BackendObjectReference):
-    """A weighted backend; must be an InferencePool in this version."""
+    """A weighted backend: an InferencePool or a Provider."""
 
-    group: Group = Field("", description="API group; must be inference.networking.k8s.io.")
-    kind: Kind = Field("Service", description="Kind; must be InferencePool (upstream default "
-                                              "Service is not supported yet).")
+    group: Group = Field("", description="API group: inference.networking.k8s.io for an "
+                                         "InferencePool, inferlane.dev for a Provider.")
+    kind: Kind = Field("Service", description="InferencePool or Provider (upstream default "
+                                              "Service is not supported).")
     weight: int = Field(1, ge=0, le=1_000_000,
                         description="Share of traffic relative to the rule's other backendRefs; "
                                     "0 sends none.")
@@ -203,9 +204,13 @@ class HTTPRouteTimeouts(StrictModel):
 class HTTPRouteRetry(StrictModel):
     """When to retry a backend request."""
 
-    codes: list[int] = Field(default_factory=list, description="Status codes (400-599) retried.")
-    attempts: int | None = Field(None, ge=0, description="Retries after the first attempt.")
-    backoff: Duration | None = Field(None, description="Base backoff between attempts.")
+    codes: list[int] = Field(default_factory=list,
+                             description="Status codes (400-599) retried; empty: 429 and 5xx.")
+    attempts: int | None = Field(None, ge=0, le=10,
+                                 description="Retries on the same backend after the first "
+                                             "attempt (default 1 when retry is set).")
+    backoff: Duration | None = Field(None, description="Base of the jittered exponential "
+                                                       "backoff (default 100ms).")
 
     @property
     def backoff_seconds(self) -> float | None:
@@ -256,14 +261,16 @@ class HTTPRouteRule(StrictModel):
                                            description="Processing steps, in order.")
     backend_refs: list[HTTPBackendRef] = Field(
         default_factory=list, alias="backendRefs", max_length=16,
-        description="InferencePools to send to, split by weight. Required unless the rule "
-                    "has a RequestRedirect filter.")
+        description="InferencePools and Providers to send to, split by weight. Required "
+                    "unless the rule has a RequestRedirect filter.")
     timeouts: HTTPRouteTimeouts | None = Field(None, description="Request time limits.")
-    retry: HTTPRouteRetry | None = Field(None, description="Retry policy.",
-                                         json_schema_extra=NOT_IMPLEMENTED)
+    retry: HTTPRouteRetry | None = Field(
+        None, description="Retries on the same backend before the first byte (a TrafficPolicy "
+                          "adds fallbacks, the retry budget and cooldown).")
     session_persistence: SessionPersistence | None = Field(
-        None, alias="sessionPersistence", description="Sticky sessions.",
-        json_schema_extra=NOT_IMPLEMENTED)
+        None, alias="sessionPersistence",
+        description="Sticky split: with type Header, the value of header sessionName picks the "
+                    "backendRef (and model rewrite), so one user stays on one arm.")
 
     @field_validator("matches")
     @classmethod

@@ -35,6 +35,7 @@ LOAD_BALANCING_ANNOTATION: Final = ANNOTATION_PREFIX + "load-balancing"
 PICKER_CONFIG_ANNOTATION: Final = ANNOTATION_PREFIX + "endpoint-picker-config"
 DEFAULT_OBJECTIVE_ANNOTATION: Final = ANNOTATION_PREFIX + "default-objective"
 FLOW_CONTROL_ANNOTATION: Final = ANNOTATION_PREFIX + "flow-control"
+CONTEXT_WINDOW_ANNOTATION: Final = ANNOTATION_PREFIX + "context-window"
 FlowControlMode = Literal["enabled", "disabled"]
 # Keep in step with scheduling.registry.BUILTIN_PROFILES (a unit test checks).
 LoadBalancing = Literal["round-robin", "random", "least-request", "default", "predicted-latency"]
@@ -125,7 +126,7 @@ class InferencePool(Resource):
 
     known_annotations: ClassVar[frozenset[str]] = frozenset({
         LOAD_BALANCING_ANNOTATION, PICKER_CONFIG_ANNOTATION, DEFAULT_OBJECTIVE_ANNOTATION,
-        FLOW_CONTROL_ANNOTATION})
+        FLOW_CONTROL_ANNOTATION, CONTEXT_WINDOW_ANNOTATION})
 
     @model_validator(mode="after")
     def _check_annotations(self) -> InferencePool:
@@ -140,12 +141,23 @@ class InferencePool(Resource):
         if flow is not None and flow not in get_args(FlowControlMode):
             problems.add(("metadata", "annotations", FLOW_CONTROL_ANNOTATION),
                          f'"{flow}" is not a flow-control mode: use "enabled" or "disabled"')
+        window = self.metadata.annotations.get(CONTEXT_WINDOW_ANNOTATION)
+        if window is not None and not (window.isdigit() and int(window) > 0):
+            problems.add(("metadata", "annotations", CONTEXT_WINDOW_ANNOTATION),
+                         f'"{window}" is not a token count: use a positive integer such as '
+                         '"32768" (the servers\' max model length)')
         problems.raise_if_any()
         return self
 
     @property
     def default_objective(self) -> str | None:
         return self.metadata.annotations.get(DEFAULT_OBJECTIVE_ANNOTATION) or None
+
+    @property
+    def context_window(self) -> int | None:
+        """Tokens the pool's model accepts (prompt + max_tokens), for the fallback pre-check."""
+        value = self.metadata.annotations.get(CONTEXT_WINDOW_ANNOTATION)
+        return int(value) if value else None
 
     @property
     def flow_control_disabled(self) -> bool:
