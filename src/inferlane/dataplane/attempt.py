@@ -24,7 +24,7 @@ from inferlane.providers.runtime import ProviderRuntime
 from inferlane.routing.backends import BackendRef
 from inferlane.routing.cooldown import Cooldowns
 from inferlane.routing.objectives import FAIRNESS_HEADER, Objective
-from inferlane.routing.prompt import PromptFacts
+from inferlane.routing.prompt import PromptFacts, prompt_facts
 from inferlane.routing.router import NO_PROMPT, GatewaySnapshot, Routed, RoutingDecision
 from inferlane.routing.rules import HeaderModifier
 from inferlane.scheduling.interfaces import Endpoint
@@ -50,7 +50,6 @@ class RequestContext:
     document: dict[str, Any]
     body: bytes
     request_id: str
-    prompt: PromptFacts
     headers: dict[str, str]  # lower-cased names
     raw_headers: Sequence[tuple[str, str]]  # as the client sent them
     remote: str | None
@@ -60,6 +59,15 @@ class RequestContext:
     explain: int = 1
     tried: set[str] = field(default_factory=set)  # endpoint addresses already tried
     endpoint: str = ""  # the endpoint the current attempt was sent to (pools)
+    _prompt: PromptFacts | None = None
+
+    @property
+    def prompt(self) -> PromptFacts:
+        """The prompt's text and size, worked out on first use (round-robin pools without
+        limits or context windows never need it)."""
+        if self._prompt is None:
+            self._prompt = prompt_facts(self.document)
+        return self._prompt
 
     @property
     def stream(self) -> bool:

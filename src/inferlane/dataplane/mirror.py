@@ -65,7 +65,7 @@ class MirrorRun:
         run = cls(state, _served_model(snapshot, routed, routed.chain[0]))
         key = (rule.route, rule.rule_index)
         for target in rule.mirrors:
-            if target.fraction < 1.0 and state.router.mirror_draw() >= target.fraction:
+            if target.fraction < 1.0 and state.router.draw() >= target.fraction:
                 continue
             shadow_model = _served_model(snapshot, routed, target.backend)
             if shadow_model == run._primary_model:

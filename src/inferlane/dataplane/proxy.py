@@ -63,7 +63,6 @@ from inferlane.routing.cooldown import Cooldowns
 from inferlane.routing.failures import FailureClass, classify_status, retry_after_from_headers
 from inferlane.routing.match import RequestFacts
 from inferlane.routing.objectives import OBJECTIVE_HEADER, STANDARD
-from inferlane.routing.prompt import prompt_facts
 from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Routed
 
 log = logging.getLogger("inferlane.proxy")
@@ -147,8 +146,7 @@ class InferenceProxy:
                 charges = await state.rate_limits.admit(
                     snapshot.rate_limits, headers, model, listener.gateway, rule.route)
             ctx = RequestContext(
-                api=api, document=document, body=body, request_id=request_id,
-                prompt=prompt_facts(document), headers=headers,
+                api=api, document=document, body=body, request_id=request_id, headers=headers,
                 raw_headers=tuple(request.headers.items()), remote=request.remote,
                 query_string=request.query_string,
                 deadline=time.monotonic() + min(limits) if limits else None,
@@ -169,11 +167,12 @@ class InferenceProxy:
         traffic = state.metrics.traffic
         rule = routed.rule
         resilience = state.resilience.for_rule(rule)
-        windows = {b: self._context_window(snapshot, b) for b in routed.chain}
+        windows = {b: w for b in routed.chain
+                   if (w := self._context_window(snapshot, b)) is not None}
+        fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
+                if windows else _fits_any)
         plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
-                           cooldowns=resilience.cooldowns,
-                           fits=fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens,
-                                             windows))
+                           cooldowns=resilience.cooldowns, fits=fits)
         backend = plan.first(time.monotonic())
         self._note_skips(plan, rule.label)
         if backend is None:
@@ -190,6 +189,7 @@ class InferenceProxy:
                                               resilience.cooldowns)
             except asyncio.CancelledError:  # the client left before any answer
                 self._abandoned(routed, arm, backend, started)
+                recorder.done(499, Usage())
                 raise
             if isinstance(outcome, Opened):
                 failed = await self._check(outcome)
@@ -205,7 +205,7 @@ class InferenceProxy:
             now = time.monotonic()
             step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
                                retry_after=failed.retry_after,
-                               unit=state.router.mirror_draw(),
+                               unit=state.router.draw(),
                                same_possible=self._untried(snapshot, backend, ctx))
             self._note_skips(plan, rule.label)
             self._note_transitions(plan)
@@ -451,9 +451,8 @@ class InferenceProxy:
         assert timing.first_chunk is not None
         ttft = time.perf_counter() - started
         model = metrics.model_label(routed.requested_model)
-        metrics.traffic.time_to_first_token.labels(
-            _OPERATIONS[self._api(opened)], _provider_name(opened), model,
-            opened.backend.label).observe(ttft)
+        metrics.child(metrics.traffic.time_to_first_token, _OPERATIONS[self._api(opened)],
+                      _provider_name(opened), model, opened.backend.label).observe(ttft)
         if decision is None:
             return
         if decision.pool.needs_metrics:
@@ -475,8 +474,8 @@ class InferenceProxy:
         route = routed.rule.label
         model = metrics.model_label(routed.requested_model)
         elapsed = time.perf_counter() - started
-        traffic.backend_requests.labels(route, model, arm.label, backend.label,
-                                        str(status)).inc()
+        metrics.child(traffic.backend_requests, route, model, arm.label, backend.label,
+                      str(status)).inc()
         decision = opened.decision if opened is not None else None
         pool = decision.pool.key if decision is not None else ""
         endpoint = decision.endpoint.address if decision is not None else backend.label
@@ -486,16 +485,16 @@ class InferenceProxy:
         metrics.child(metrics.request_duration, route, model, pool).observe(elapsed)
         provider = _provider_name(opened)
         operation = _OPERATIONS[self._api(opened)]
-        traffic.operation_duration.labels(operation, provider, model,
-                                          backend.label).observe(elapsed)
+        metrics.child(traffic.operation_duration, operation, provider, model,
+                      backend.label).observe(elapsed)
         if usage is not None and usage.seen:
             if pool:
                 metrics.child(metrics.input_tokens, model, pool).inc(usage.prompt_tokens)
                 metrics.child(metrics.output_tokens, model, pool).inc(usage.completion_tokens)
             for kind, tokens in (("input", usage.prompt_tokens),
                                  ("output", usage.completion_tokens)):
-                traffic.token_usage.labels(operation, provider, model, kind,
-                                           backend.label).observe(tokens)
+                metrics.child(traffic.token_usage, operation, provider, model, kind,
+                              backend.label).observe(tokens)
 
     @staticmethod
     def _api(opened: Opened | None) -> ClientApi:
@@ -533,6 +532,10 @@ class InferenceProxy:
 
 
 _APIS = frozenset(api.value for api in ClientApi)
+
+
+def _fits_any(backend: BackendRef) -> bool:
+    return True
 _OPERATIONS = {ClientApi.CHAT: "chat", ClientApi.MESSAGES: "chat",
                ClientApi.COMPLETIONS: "text_completion", ClientApi.EMBEDDINGS: "embeddings"}
 
@@ -545,9 +548,9 @@ def _provider_name(opened: Opened | None) -> str:
         opened.provider.type, "openai-compatible")
 
 
-def _too_long(ctx: RequestContext, windows: dict[BackendRef, int | None]) -> BadRequest:
+def _too_long(ctx: RequestContext, windows: dict[BackendRef, int]) -> BadRequest:
     needed = ctx.prompt.prompt_tokens + (ctx.prompt.max_tokens or 0)
-    known = ", ".join(f"{b.label}: {w}" for b, w in windows.items() if w is not None)
+    known = ", ".join(f"{b.label}: {w}" for b, w in windows.items())
     return ContextWindowExceeded(
         f"The request needs about {needed} tokens (prompt estimate plus max_tokens), more than "
         f"the context window of every backend of this route ({known}).", param="messages")

@@ -3,7 +3,7 @@
 Reads OpenAI (chat and completions, bodies and SSE chunks) and Anthropic (message bodies and
 SSE events) answers; tool calls count as their name and arguments. Bounded: only the first
 ``limit`` characters are kept. Parsing costs a JSON decode per frame, so the proxy runs it only
-for mirrored requests.
+for mirrored requests. It never raises: a malformed stream just ends what is collected.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from inferlane.errors import UpstreamProtocolError
 from inferlane.providers.sse import SseEventParser
 
 MAX_TEXT = 16_384
@@ -36,7 +37,8 @@ class AnswerText:
         document = _json(payload)
         if document is None:
             return
-        for block in document.get("content") or ():  # Anthropic message
+        content = document.get("content")
+        for block in content if isinstance(content, list) else ():  # Anthropic message
             if isinstance(block, Mapping):
                 self._add(block.get("text"))
                 if block.get("type") == "tool_use":
@@ -55,7 +57,12 @@ class AnswerText:
         """SSE bytes as relayed to the client."""
         if self._size >= self._limit:
             return
-        for _, data in self._parser.feed(chunk):
+        try:
+            frames = self._parser.feed(chunk)
+        except UpstreamProtocolError:  # on the primary's path too: never fail the request
+            self._size = self._limit  # keep what was read, read no more
+            return
+        for _, data in frames:
             event = _json(data.encode())
             if event is None:
                 continue
@@ -64,8 +71,10 @@ class AnswerText:
                 self._add(delta.get("text"))
                 self._add(delta.get("partial_json"))
             block = event.get("content_block")
-            if isinstance(block, Mapping) and block.get("type") == "tool_use":
-                self._add(str(block.get("name", "")))
+            if isinstance(block, Mapping):  # Anthropic content_block_start
+                self._add(block.get("text"))  # usually "", but a block may start with text
+                if block.get("type") == "tool_use":
+                    self._add(str(block.get("name", "")))
             choices = event.get("choices")
             if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
                 choice = choices[0]
@@ -76,7 +85,7 @@ class AnswerText:
                     self._calls(delta.get("tool_calls"))
 
     def _calls(self, calls: Any) -> None:
-        for call in calls or ():
+        for call in calls if isinstance(calls, list) else ():
             function = call.get("function") if isinstance(call, Mapping) else None
             if isinstance(function, Mapping):
                 self._add(function.get("name"))

@@ -177,7 +177,9 @@ class Router:
                            upstream_model=upstream_model, upstream_path=routed.upstream_path,
                            objective=objective, headers=routed.headers)
 
-    def mirror_draw(self) -> float:
+    def draw(self) -> float:
+        """A uniform number in [0, 1) from the router's random source (mirror sampling,
+        backoff jitter), so tests can pin it."""
         return self._random.random()
 
     def pick(self, choice: RouteChoice, *, request_id: str, prompt: PromptFacts = NO_PROMPT,

@@ -28,7 +28,7 @@ from inferlane.providers.translate import (
 )
 from inferlane.sim.protocol import APIError, Endpoint, ParsedRequest, ServedModels, parse_request
 
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error"}
 _DONE = b"[DONE]"
 
 

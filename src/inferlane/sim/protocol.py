@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -20,17 +20,23 @@ import orjson
 
 from inferlane.sim.tokens import Prompt, PromptError, parse_prompts, render_chat
 
-_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
+# The OpenAI SDK's exception names, as vLLM uses them (vLLM itself never answers 429: that
+# status comes from a rate limiter in front of it, simulated by the throttle fault).
+_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 429: "RateLimitError",
+                500: "InternalServerError"}
 
 
 class APIError(Exception):
-    """An error answered as OpenAI error JSON with the given HTTP status."""
+    """An error answered as OpenAI error JSON with the given HTTP status (and ``headers``,
+    e.g. a 429's ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.headers: Mapping[str, str] = headers or {}
 
     def body(self) -> bytes:
         return orjson.dumps({"error": {

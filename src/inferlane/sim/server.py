@@ -9,6 +9,12 @@ Simulated time: the engine sees ``(loop.time() - start) / time_scale`` seconds, 
 metrics are in simulated seconds while the wall clock runs ``time_scale`` times as fast.
 
 Anthropic's ``/v1/messages`` runs as a chat completion; ``anthropic.py`` translates it both ways.
+
+Faults (``faults.py`` decides, ``_accept`` acts) can be changed while the replica runs, by tests
+and benchmarks that need a healthy replica to start failing: ``GET /sim/faults`` answers the
+current ``FaultOptions`` as JSON, ``POST /sim/faults`` with such an object (absent fields take
+their defaults, ``{}`` clears every fault) replaces them and answers the new ones; an unknown
+field or a bad value is a 400 in OpenAI error JSON. Counters and the RNG carry on.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from aiohttp import web
 
 from inferlane.sim import anthropic
 from inferlane.sim.engine import Engine, EngineConfig, EngineRequest, FinishReason, Sequence
-from inferlane.sim.faults import FaultAction, FaultInjector, FaultOptions
+from inferlane.sim.faults import FaultAction, FaultInjector, FaultOptions, retry_after_headers
 from inferlane.sim.metrics import CONTENT_TYPE, MetricsRenderer
 from inferlane.sim.prefix_cache import block_hashes
 from inferlane.sim.protocol import (
@@ -152,6 +158,8 @@ class SimReplica:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_get("/sim/faults", self._get_faults)
+        app.router.add_post("/sim/faults", self._set_faults)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -311,6 +319,21 @@ class SimReplica:
                                     injected_faults=self.fault_injector.injected)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.faults.to_json()), content_type=_JSON)
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        """Replace this replica's faults with the posted ``FaultOptions`` JSON object."""
+        try:
+            document = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return _error_response(APIError(400, f"Invalid JSON in request body: {exc}"))
+        try:
+            self.faults = FaultOptions.from_json(document)
+        except ValueError as exc:
+            return _error_response(APIError(400, f"Replica {self.index} keeps its faults: {exc}"))
+        return await self._get_faults(request)
+
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         """Anthropic Messages: run as a chat completion, the answer translated back."""
         try:
@@ -318,7 +341,7 @@ class SimReplica:
                 request, lambda body: anthropic.parse_messages(body, self.served))
         except APIError as exc:
             return web.Response(status=exc.status, body=anthropic.error_body(exc),
-                                content_type=_JSON)
+                                content_type=_JSON, headers=exc.headers)
         return await self._answer(request, parsed, anthropic.MessagesResponse(parsed.model))
 
     async def _generate(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
@@ -326,7 +349,7 @@ class SimReplica:
             parsed = await self._accept(
                 request, lambda body: parse_request(endpoint, body, self.served))
         except APIError as exc:
-            return web.Response(status=exc.status, body=exc.body(), content_type=_JSON)
+            return _error_response(exc)
         return await self._answer(request, parsed)
 
     async def _answer(self, request: web.Request, parsed: ParsedRequest,
@@ -369,6 +392,11 @@ class SimReplica:
             await asyncio.Event().wait()  # our connection is gone; aiohttp cancels us
         if action is FaultAction.HANG:
             await asyncio.Event().wait()  # until the client gives up
+        if action is FaultAction.THROTTLE:
+            retry_after = self.fault_injector.options.throttle_retry_after_s
+            raise APIError(429, f"Simulated rate limit on replica {self.index} (injected "
+                                f"fault): retry after {retry_after:g} s.",
+                           headers=retry_after_headers(retry_after))
         if action is FaultAction.ERROR:
             raise APIError(500, f"Simulated internal server error on replica {self.index} "
                                 "(injected fault).")
@@ -424,3 +452,8 @@ class SimReplica:
         except ConnectionResetError:
             pass  # the client left; the caller's finally aborts what is still running
         return response
+
+
+def _error_response(error: APIError) -> web.Response:
+    return web.Response(status=error.status, body=error.body(), content_type=_JSON,
+                        headers=error.headers)
