@@ -107,7 +107,7 @@ def _check_provider(item: Loaded, provider: Provider, index: Index, findings: Fi
         findings.warn(item, ("spec", "tls", "insecureSkipVerify"),
                       "the provider's TLS certificate is not verified: anyone on the path can "
                       "read the API key; use only for tests")
-    if spec.url.startswith("http://") and spec.credentials is not None:
+    if spec.url.lower().startswith("http://") and spec.credentials is not None:
         findings.warn(item, ("spec", "baseURL"), "the API key is sent over plain http")
     referenced = any(
         ref.kind == "Provider" and ref.name == provider.name

@@ -140,9 +140,10 @@ def _build_providers(bundle: ConfigBundle, resolve_secrets: bool) -> dict[str, P
     issues: list[ConfigIssue] = []
     for provider in bundle.providers:
         resource = provider
-        if not resolve_secrets:
-            resource = provider.model_copy(update={
-                "spec": provider.spec.model_copy(update={"credentials": None})})
+        if not resolve_secrets:  # nor the CA file: validation runs where neither may exist
+            resource = provider.model_copy(update={"spec": provider.spec.model_copy(update={
+                "credentials": None,
+                "tls": provider.spec.tls.model_copy(update={"ca_file": None})})})
         try:
             runtime = build_provider(resource)
         except ProviderConfigError as error:
@@ -401,7 +402,8 @@ def _failure_policy(route: HTTPRoute, rule_index: int, bundle: ConfigBundle) -> 
     if retry is not None:
         attempts = 1 if retry.attempts is None else retry.attempts
         codes = frozenset(retry.codes)
-        base = retry.backoff_seconds or base
+        if retry.backoff_seconds is not None:
+            base = retry.backoff_seconds
     if policy is None:
         return FailurePolicy(retry=RetryRules(attempts=attempts, codes=codes, backoff_base=base))
     spec = policy.spec

@@ -409,7 +409,7 @@ class InferenceProxy:
                     await _write(response, out)
             if translation is not None:
                 await _write(response, translation.finish())
-        except UpstreamError as exc:
+        except (UpstreamError, RequestError) as exc:
             # Headers are gone: the only honest answer left is a final in-stream error.
             log.warning("stream from %s broke off: %s", opened.where, exc)
             if translation is not None:

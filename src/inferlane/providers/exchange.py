@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -107,7 +108,7 @@ def provider_exchange(provider: ProviderRuntime, api: ClientApi, document: dict[
         return Exchange(path, orjson.dumps(request), tuple(headers),
                         Translation(api, "anthropic", document, request_model=model))
     if provider.type == "azure-openai":
-        deployment = provider.azure_deployment or model
+        deployment = quote(provider.azure_deployment or model, safe="")
         path = (f"{provider.base_path}/openai/deployments/{deployment}{api.openai_suffix}"
                 f"?api-version={provider.azure_api_version}")
         if credential is not None:
@@ -134,6 +135,7 @@ class Translation:
 
     __slots__ = (
         "_api",
+        "_failed",
         "_model",
         "_parser",
         "_to_anthropic",
@@ -161,6 +163,7 @@ class Translation:
         else:
             self._to_anthropic = ChatChunksToMessagesStream(
                 model=self._model, message_id="msg_" + uuid.uuid4().hex)
+        self._failed = False
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.usage_seen = False
@@ -170,15 +173,18 @@ class Translation:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError("The backend's answer is not JSON.") from None
+        usage = document.get("usage") if isinstance(document, dict) else None
         if self._to_openai is not None:
             chat = messages_response_to_chat(document, model=self._model,
                                              created=int(time.time()),
                                              request_id="chatcmpl-" + uuid.uuid4().hex)
-            self._take(chat.get("usage"), "prompt_tokens", "completion_tokens")
+            if isinstance(usage, Mapping):
+                self._take(chat.get("usage"), "prompt_tokens", "completion_tokens")
             return orjson.dumps(chat)
         message = chat_response_to_messages(document, model=self._model,
                                             message_id="msg_" + uuid.uuid4().hex)
-        self._take(message.get("usage"), "input_tokens", "output_tokens")
+        # OpenAI's counts: prompt tokens include cached ones (Anthropic's input_tokens do not).
+        self._take(usage, "prompt_tokens", "completion_tokens")
         return orjson.dumps(message)
 
     def error(self, status: int, payload: bytes) -> bytes:
@@ -203,7 +209,7 @@ class Translation:
         if self._to_anthropic is not None:
             return b"".join(encode_event(n, d) for n, d in self._to_anthropic.finish())
         assert self._to_openai is not None
-        if self._to_openai.done:
+        if self._to_openai.done or self._failed:
             return b""
         return self.broken("the provider ended the stream without message_stop")
 
@@ -228,7 +234,7 @@ class Translation:
             return b"".join(encode_event(n, d) for n, d in self._to_anthropic.feed(chunk))
         assert self._to_openai is not None
         parsed = _json(data)
-        if parsed is None:
+        if parsed is None or self._to_openai.done or self._failed:
             return b""
         if event == "message_start" and isinstance(parsed.get("message"), Mapping):
             self._take(chat_usage(parsed["message"].get("usage") or {}), "prompt_tokens",
@@ -241,6 +247,7 @@ class Translation:
         try:
             chunks = self._to_openai.feed(event, parsed)
         except UpstreamStreamError as exc:
+            self._failed = True  # the error frame ends the client's stream
             return exc.to_sse()
         out = b"".join(encode_chunk(c) for c in chunks)
         return out + DONE if self._to_openai.done else out
@@ -268,9 +275,15 @@ def _error_message(payload: bytes) -> str | None:
         document = orjson.loads(payload[:65536])
     except orjson.JSONDecodeError:
         return None
-    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    error = document.get("error")
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return str(error["message"])[:2000]
+    if isinstance(error, str):  # TGI, Ollama
+        return error[:2000]
+    if isinstance(document.get("message"), str):  # vLLM / SGLang {"object": "error", ...}
+        return str(document["message"])[:2000]
     return None
 
 

@@ -103,12 +103,12 @@ def read_secret(provider: Provider) -> Secret | None:
     if source is None:
         return None
     if source.from_env is not None:
-        value = os.environ.get(source.from_env)
+        value = (os.environ.get(source.from_env) or "").strip()
         if not value:
             raise ProviderConfigError(key, "spec.credentials.fromEnv",
                                       f"environment variable {source.from_env} is not set or "
                                       "empty")
-        return Secret(value.strip())
+        return Secret(value)
     assert source.from_file is not None
     try:
         with open(source.from_file, encoding="utf-8") as handle:

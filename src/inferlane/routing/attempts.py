@@ -114,6 +114,8 @@ class AttemptPlan:
         """The attempt failed before the client saw a byte: what next. ``unit`` is a uniform
         draw in [0, 1) for the backoff jitter; ``same_possible`` is false when the current
         backend has nothing left to try (a pool whose every endpoint this request tried)."""
+        if failure is FailureClass.RATE_LIMITED and retry_after is None:
+            retry_after = DEFAULT_HOLD  # what the breaker holds it for: do not retry sooner
         self._account(failure, breaker_key, now, retry_after)
         if failure not in RETRIABLE:
             return Step(StepKind.GIVE_UP, reason=f"{failure} is not retried")
@@ -154,9 +156,8 @@ class AttemptPlan:
             return self._retries < max(retry.connect_retries, retry.attempts)
         if self._retries >= retry.attempts:
             return False
-        if failure is FailureClass.RATE_LIMITED and retry_after is not None \
-                and retry_after > retry.retry_after_max:
-            return False
+        if retry_after is not None and retry_after > retry.retry_after_max:
+            return False  # not worth waiting out (a 429's or a 503's Retry-After)
         return not (retry.codes and status and status not in retry.codes)
 
     def _advance(self, now: float) -> BackendRef | None:

@@ -1,7 +1,8 @@
 """``inferlane sim``: run a fleet of simulated vLLM replicas until SIGINT/SIGTERM.
 
 Fault flags take ``VALUE`` (every replica) or ``REPLICA:VALUE`` (that replica only, on top of the
-fleet-wide values) and may be repeated, e.g. ``--error-rate 0.01 --crash-after 2:100``.
+fleet-wide values) and may be repeated, e.g. ``--error-rate 0.01 --crash-after 2:100``. Each
+replica also changes its faults at run time on ``POST /sim/faults`` (see ``server.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _FAULT_FLAGS: dict[str, tuple[str, Callable[[str], float | int]]] = {
     "added_latency_ms": ("--added-latency-ms", float),
     "hang_rate": ("--hang-rate", float),
     "crash_after": ("--crash-after", int),
+    "throttle_rate": ("--throttle-rate", float),
+    "throttle_retry_after_s": ("--throttle-retry-after-s", float),
 }
 
 
@@ -86,6 +89,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="fraction of requests accepted and never answered")
     faults.add_argument("--crash-after", action="append", default=[], metavar="[I:]N",
                         help="the replica dies when request N+1 arrives")
+    faults.add_argument("--throttle-rate", action="append", default=[], metavar="[I:]F",
+                        help="fraction of requests answered 429 with a Retry-After, as by a "
+                             "rate limiter in front of the server")
+    faults.add_argument("--throttle-retry-after-s", action="append", default=[],
+                        metavar="[I:]S",
+                        help="the throttled answers' Retry-After in wall seconds, not scaled "
+                             "(default 1)")
 
 
 def _fault_values(args: argparse.Namespace

@@ -107,7 +107,8 @@ def test_parse_messages_is_a_chat_request_whose_max_tokens_is_a_cap() -> None:
 
 
 @pytest.mark.parametrize(("status", "error_type"), [
-    (400, "invalid_request_error"), (404, "not_found_error"), (500, "api_error")])
+    (400, "invalid_request_error"), (404, "not_found_error"), (429, "rate_limit_error"),
+    (500, "api_error")])
 def test_error_body_has_anthropic_types(status: int, error_type: str) -> None:
     assert orjson.loads(error_body(APIError(status, "what happened"))) == {
         "type": "error", "error": {"type": error_type, "message": "what happened"}}

@@ -58,6 +58,13 @@ def test_flags_map_to_options() -> None:
     assert options.faults_for(2) == FaultOptions(error_rate=0.1, hang_rate=0.5)
 
 
+def test_throttle_flags() -> None:
+    options = options_from_args(parse(
+        "--replicas", "2", "--throttle-rate", "1:1", "--throttle-retry-after-s", "0.5"))
+    assert options.faults_for(0) == FaultOptions(throttle_retry_after_s=0.5)
+    assert options.faults_for(1) == FaultOptions(throttle_rate=1.0, throttle_retry_after_s=0.5)
+
+
 @pytest.mark.parametrize(
     ("argv", "error"),
     [
@@ -66,6 +73,9 @@ def test_flags_map_to_options() -> None:
         (("--hang-rate", "5:0.1"), "replica 5"),
         (("--lora", "=m"), "--lora"),
         (("--error-rate", "2"), "error_rate"),
+        (("--throttle-rate", "1.5"), "throttle_rate"),
+        (("--throttle-retry-after-s", "-1"), "throttle_retry_after_s"),
+        (("--throttle-retry-after-s", "x"), "--throttle-retry-after-s"),
         (("--max-num-seqs", "0"), "max_num_seqs"),
         (("--time-scale", "0"), "time_scale"),
         (("--min-output-tokens", "9", "--max-output-tokens", "8"), "min_output_tokens"),

@@ -244,6 +244,83 @@ async def test_error_rate_and_runtime_fault_change(fleet: Fleet,
     assert replica.fault_injector.injected["error"] == 1
 
 
+async def test_throttle_answers_429_with_retry_after(fleet: Fleet,
+                                                     session: aiohttp.ClientSession) -> None:
+    replica = fleet.replicas[0]
+    replica.faults = FaultOptions(throttle_rate=1.0, throttle_retry_after_s=2)
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    async with session.post(url(fleet, "/v1/chat/completions"), json=body) as response:
+        assert response.status == 429
+        assert response.headers["Retry-After"] == "2"
+        assert "retry-after-ms" not in response.headers
+        assert response.content_type == "application/json"
+        error = (await response.json())["error"]
+    assert error["type"] == "RateLimitError"
+    assert error["code"] == 429
+    assert "retry after 2 s" in error["message"]
+    replica.faults = FaultOptions(throttle_rate=1.0, throttle_retry_after_s=0.5)
+    messages = {"model": "sim-model", "max_tokens": 8,
+                "messages": [{"role": "user", "content": "hi"}]}
+    async with session.post(url(fleet, "/v1/messages"), json=messages) as response:
+        assert response.status == 429
+        assert (response.headers["Retry-After"], response.headers["retry-after-ms"]) == (
+            "1", "500")
+        assert (await response.json())["error"]["type"] == "rate_limit_error"
+    assert replica.fault_injector.injected["throttle"] == 2
+    assert replica.engine.stats.prompt_tokens == 0  # never reached the engine
+    async with session.get(url(fleet, "/metrics")) as response:
+        assert 'kind="throttle"} 2.0' in await response.text()
+
+
+async def test_fault_endpoint_replaces_faults_at_run_time(
+        session: aiohttp.ClientSession) -> None:
+    fleet = await fleet_of(replicas=2, faults=FaultOptions(hang_rate=0.5))
+    try:
+        async with session.get(url(fleet, "/sim/faults")) as response:
+            assert response.status == 200
+            assert await response.json() == {
+                "error_rate": 0.0, "added_latency_ms": 0.0, "hang_rate": 0.5,
+                "crash_after": None, "throttle_rate": 0.0, "throttle_retry_after_s": 1.0}
+        async with session.post(url(fleet, "/sim/faults"), json={"error_rate": 1}) as response:
+            assert response.status == 200
+            answer = await response.json()
+        # Replaced, not merged: hang_rate is back to its default.
+        assert (answer["error_rate"], answer["hang_rate"]) == (1.0, 0.0)
+        assert fleet.replicas[0].faults == FaultOptions(error_rate=1.0)
+        assert fleet.replicas[1].faults == FaultOptions(hang_rate=0.5)  # only that replica
+        async with session.post(url(fleet, "/v1/completions"), json={"prompt": "x"}) as response:
+            assert response.status == 500
+        async with session.post(url(fleet, "/sim/faults"), json={}) as response:
+            assert response.status == 200
+        async with session.post(url(fleet, "/v1/completions"), json={"prompt": "x"}) as response:
+            assert response.status == 200
+        # The control endpoint is not an inference request.
+        assert fleet.replicas[0].fault_injector.requests_seen == 2
+    finally:
+        await fleet.stop()
+
+
+@pytest.mark.parametrize(
+    ("payload", "in_message"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"[1]", "must be a JSON object"),
+        (b'{"error_rate": 1, "eror_rate": 1}', "unknown fault option(s) eror_rate"),
+        (b'{"throttle_rate": 3}', "throttle_rate must be within [0, 1]"),
+        (b'{"crash_after": "5"}', "crash_after must be an integer"),
+    ],
+)
+async def test_fault_endpoint_rejects_bad_options(fleet: Fleet, session: aiohttp.ClientSession,
+                                                  payload: bytes, in_message: str) -> None:
+    before = fleet.replicas[0].faults
+    async with session.post(url(fleet, "/sim/faults"), data=payload) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert error["type"] == "BadRequestError"
+    assert in_message in error["message"]
+    assert fleet.replicas[0].faults is before
+
+
 async def test_hang_never_answers(session: aiohttp.ClientSession) -> None:
     fleet = await fleet_of(faults=FaultOptions(hang_rate=1.0))
     try:
