@@ -229,6 +229,9 @@ async def open_provider(state: GatewayState, snapshot: GatewaySnapshot, backend:
                ("Accept", "text/event-stream" if ctx.stream else "application/json"),
                ("User-Agent", "inferlane"), ("x-request-id", ctx.request_id),
                *exchange.headers]
+    beta = ctx.headers.get("anthropic-beta")
+    if beta and provider.dialect == "anthropic" and ctx.api is ClientApi.MESSAGES:
+        headers.append(("anthropic-beta", beta))  # the client's opt-in to beta features
     timeout = ctx.attempt_timeout(provider.request_timeout)
     where = f"provider {provider.key} at {provider.address}"
     timing = StreamTiming(dispatched=time.monotonic())
