@@ -21,7 +21,7 @@ from inferlane.dataplane.attempt import Opened, RequestContext, open_pool, open_
 from inferlane.dataplane.h1client import UpstreamError
 from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
 from inferlane.dataplane.state import GatewayState
-from inferlane.errors import RequestError, RequestShed
+from inferlane.errors import RequestError, RequestShed, UpstreamTimeout
 from inferlane.providers.answer_text import AnswerText
 from inferlane.routing.objectives import Objective
 from inferlane.routing.resilience import MirrorTarget
@@ -124,7 +124,7 @@ class MirrorRun:
             shadow.outcome = Outcome(status=upstream.status, latency=time.monotonic() - started,
                                      ttft=ttft, output_tokens=usage.completion_tokens
                                      if usage.seen else None, text=text.text)
-        except TimeoutError:
+        except (TimeoutError, UpstreamTimeout):  # whichever timer fired first
             self._drop(shadow.model, "timeout")
         except RequestShed:
             self._drop(shadow.model, "overloaded")

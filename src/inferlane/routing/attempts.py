@@ -7,7 +7,8 @@ Pure: the data plane reports each attempt's outcome and gets back the next step.
     prompt (+ max_tokens) cannot fit
     after a failure (only ever before the client saw a byte):
       4xx / ok                 → give up (the answer is the answer)
-      connect-failure, pool    → same pool again, another endpoint (up to connect_retries)
+      connect-failure, pool    → same pool again, another endpoint (up to connect_retries;
+                                  outside the retry budget: nothing reached a server)
       timeout / 5xx / 429      → same backend again if retry.attempts allow (and codes match),
                                   after a jittered backoff; a 429 whose Retry-After is longer
                                   than retryAfterMax is not waited out
@@ -123,7 +124,10 @@ class AttemptPlan:
         assert current is not None, "failed() before first()"
         retry = self._policy.retry
         if same_possible and self._may_retry_same(current, failure, status, retry_after):
-            if not self._budget.try_spend(now):
+            # Another endpoint after a refused connection adds no load anywhere (nothing
+            # reached a server): outside the budget, which caps extra load.
+            free = failure is FailureClass.CONNECT and current.is_pool
+            if not free and not self._budget.try_spend(now):
                 return Step(StepKind.GIVE_UP, reason="retry budget exhausted")
             delay = 0.0
             if not (failure is FailureClass.CONNECT and current.is_pool):
