@@ -359,10 +359,14 @@ def test_retry_budget_exhausted_stops_fallbacks() -> None:
     assert plan.attempts == 1
 
 
-def test_connect_retries_on_a_pool_spend_the_budget_too() -> None:
+def test_connect_retries_on_a_pool_are_outside_the_budget() -> None:
+    # Another endpoint after a refused connection adds no load; falling back to a provider does.
     budget = RetryBudget(percent=0.0, min_retries=0)
     plan = make_plan([POOL, OAI], budget=budget)
     plan.first(0.0)
+    step = plan.failed(CONNECT, status=0, breaker_key="k", now=0.0)
+    assert step == Step(RETRY, POOL, 0.0, "connect-failure")
+    assert budget.retries(0.0) == 0
     step = plan.failed(CONNECT, status=0, breaker_key="k", now=0.0)
     assert step == Step(GIVE_UP, reason="retry budget exhausted")
 
