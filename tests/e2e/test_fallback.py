@@ -16,7 +16,9 @@ with non-streamed requests that must all succeed.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,8 @@ M_BUDGET = "fb-budget"  # primary → backup with a retry budget of 0
 M_COOLDOWN = "fb-cooldown"  # primary → backup, breaker: 3 failures open it for 3 s
 M_PAIR = "fb-pair"  # pool-pair: sim replica 0 and the victim; no TrafficPolicy
 M_PAIR_COLD = "fb-pair-cold"  # the same pool, a route first used after the victim died
-POOL_MODELS = (M_CONNECT, M_TIMEOUT, M_5XX, M_PRECHECK_POOL, M_PAIR, M_PAIR_COLD)
+M_UNUSABLE = "fb-unusable"  # pool-err → claude (cannot carry logprobs) → backup
+POOL_MODELS = (M_CONNECT, M_TIMEOUT, M_5XX, M_PRECHECK_POOL, M_PAIR, M_PAIR_COLD, M_UNUSABLE)
 
 SMALL_WINDOW = 100  # tokens, Provider "small"
 POOL_WINDOW = 2000  # tokens, pool-small
@@ -159,6 +162,12 @@ def fallback_config(sim: SimFleet, victim: SimFleet, dead_address: str,
                        cooldown={"consecutiveFailures": 3, "minRequests": 3, "window": "60s",
                                  "duration": f"{COOLDOWN_SECONDS}s",
                                  "maxDuration": f"{2 * COOLDOWN_SECONDS}s"}),
+        {**provider_doc("claude", backup, credentials),
+         "spec": {"type": "anthropic", "baseURL": backup.url,
+                  "credentials": {"fromFile": str(credentials)}}},
+        route("r-unusable", M_UNUSABLE, [pool_backend("pool-err")]),
+        traffic_policy("p-unusable", "r-unusable", **every_trigger, fallback=fallback_to(
+            provider_backend("claude"), provider_backend("backup"))),
         route("r-pair", M_PAIR, [pool_backend("pool-pair")]),
         route("r-pair-cold", M_PAIR_COLD, [pool_backend("pool-pair")]),
     ]
@@ -512,3 +521,21 @@ def test_refused_endpoint_is_retried_when_the_route_never_saw_it_alive(
     for reply in replies:
         assert reply.status == 200, reply.describe()
         assert reply.endpoint == fallback.survivor.address
+
+
+def test_a_fallback_that_cannot_carry_the_request_is_passed_over(
+        fallback: FallbackStack) -> None:
+    # logprobs has no Anthropic equivalent: the anthropic fallback is skipped, not answered 400.
+    body = {"model": M_UNUSABLE, "messages": [{"role": "user", "content": "odds?"}],
+            "max_tokens": 8, "logprobs": True}
+    request = urllib.request.Request(
+        f"{fallback.gateway.api_base}/chat/completions", data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        status, backend = response.status, response.headers["x-inferlane-backend"]
+    assert (status, backend) == (200, BACKUP)
+    paths = [sent["path"] for sent in fallback.backup.requests()]
+    assert paths == ["/v1/chat/completions"]  # nothing was sent as /v1/messages
+    assert metric_value(fallback.gateway.metrics(), "inferlane_backend_skipped_total",
+                        route=route_label("r-unusable"), backend=provider_label("claude"),
+                        reason="unsupported-request") == 1

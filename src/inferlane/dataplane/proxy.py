@@ -183,6 +183,8 @@ class InferenceProxy:
                 raise _too_long(ctx, windows)
         arm = routed.chain[0]
         recorder = PrimaryRecorder(mirror)
+        previous: _Failed | None = None  # the last failure, answered if nothing else works
+        previous_backend = backend
         while True:
             try:
                 outcome = await self._attempt(snapshot, routed, backend, ctx,
@@ -191,6 +193,22 @@ class InferenceProxy:
                 self._abandoned(routed, arm, backend, started)
                 recorder.done(499, Usage())
                 raise
+            except BadRequest as error:
+                if previous is None:
+                    raise  # the first choice refuses the request: that is the answer
+                # A fallback whose dialect cannot carry the request: try the one after it.
+                step = plan.unusable("unsupported-request", time.monotonic())
+                self._note_skips(plan, rule.label)
+                log.info("request %s: %s cannot take it (%s)", ctx.request_id, backend.label,
+                         error.message)
+                if step.kind is StepKind.GIVE_UP:
+                    traffic.gave_up.labels(rule.label, step.reason).inc()
+                    recorder.done(previous.status, Usage())
+                    return self._failure_answer(previous, ctx, previous_backend, plan, routed,
+                                                arm, started, charges)
+                assert step.backend is not None
+                backend = step.backend
+                continue
             if isinstance(outcome, Opened):
                 failed = await self._check(outcome)
                 if failed is None:
@@ -201,6 +219,7 @@ class InferenceProxy:
                 key = outcome.breaker_key
             else:
                 failed, key = outcome
+            previous, previous_backend = failed, backend
             traffic.attempt_errors.labels(backend.label, str(failed.failure)).inc()
             now = time.monotonic()
             step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
@@ -214,8 +233,7 @@ class InferenceProxy:
                 step = Step(StepKind.GIVE_UP, reason="no time left for another attempt")
             if step.kind is StepKind.GIVE_UP:
                 traffic.gave_up.labels(rule.label, step.reason).inc()
-                if recorder.mirror is not None:
-                    recorder.done(failed.status, Usage())
+                recorder.done(failed.status, Usage())
                 return self._failure_answer(failed, ctx, backend, plan, routed, arm, started,
                                             charges)
             assert step.backend is not None

@@ -151,6 +151,17 @@ class AttemptPlan:
         self.attempts += 1
         return Step(StepKind.FALLBACK, backend, 0.0, str(failure))
 
+    def unusable(self, reason: str, now: float) -> Step:
+        """The current backend cannot take this request at all (a fallback provider whose
+        dialect has no equivalent for one of its fields): on to the next; no budget is spent,
+        nothing was sent."""
+        assert self.current is not None
+        self.skipped.append(Skip(self.current, reason))
+        backend = self._advance(now)
+        if backend is None:
+            return Step(StepKind.GIVE_UP, reason="no fallback can take the request")
+        return Step(StepKind.FALLBACK, backend, 0.0, reason)
+
     def _may_retry_same(self, backend: BackendRef, failure: FailureClass, status: int,
                         retry_after: float | None) -> bool:
         retry = self._policy.retry

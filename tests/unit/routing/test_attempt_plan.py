@@ -539,3 +539,17 @@ def test_sticky_unit_stays_below_one_for_the_largest_digests(
     draw = sticky_unit("anyone")
     assert 0.0 <= draw < 1.0
     assert WeightedChoice.of([("a", 1), ("b", 1)]).choose(draw) in ("a", "b")
+
+
+def test_an_unusable_fallback_moves_on_without_spending_the_budget() -> None:
+    budget = RetryBudget(percent=0.0, min_retries=1)
+    plan = make_plan([POOL, CLAUDE, OAI], budget=budget)
+    plan.first(0.0)
+    step = plan.failed(FIVE, status=500, breaker_key="k", now=0.0)
+    assert step == Step(FALLBACK, CLAUDE, 0.0, "5xx")
+    step = plan.unusable("unsupported-request", 0.0)
+    assert step == Step(FALLBACK, OAI, 0.0, "unsupported-request")
+    assert budget.retries(0.0) == 1
+    assert [s.reason for s in plan.skipped] == ["unsupported-request"]
+    assert plan.unusable("unsupported-request", 0.0) == Step(
+        GIVE_UP, reason="no fallback can take the request")
