@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -34,6 +35,7 @@ from inferlane.dataplane.attempt import (
     Opened,
     RequestContext,
     apply_modifier,
+    endpoint_key,
     open_pool,
     open_provider,
 )
@@ -171,8 +173,10 @@ class InferenceProxy:
                    if (w := self._context_window(snapshot, b)) is not None}
         fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
                 if windows else _fits_any)
+        cooldowns = resilience.cooldowns
         plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
-                           cooldowns=resilience.cooldowns, fits=fits)
+                           cooldowns=cooldowns, fits=fits,
+                           pool_available=_pool_available(snapshot, cooldowns))
         backend = plan.first(time.monotonic())
         self._note_skips(plan, rule.label)
         if backend is None:
@@ -554,6 +558,19 @@ _APIS = frozenset(api.value for api in ClientApi)
 
 def _fits_any(backend: BackendRef) -> bool:
     return True
+
+
+def _pool_available(snapshot: GatewaySnapshot, cooldowns: Cooldowns | None
+                    ) -> Callable[[BackendRef, float], bool]:
+    """A pool is worth an attempt unless every endpoint's breaker is open (then the chain
+    moves on without spending an attempt, and a timeout, on a pool known to be down)."""
+    def available(backend: BackendRef, now: float) -> bool:
+        pool = snapshot.pools.get(backend.key)
+        if cooldowns is None or pool is None or not pool.endpoints:
+            return True
+        return any(cooldowns.available(endpoint_key(pool.key, e), now) for e in pool.endpoints)
+
+    return available
 _OPERATIONS = {ClientApi.CHAT: "chat", ClientApi.MESSAGES: "chat",
                ClientApi.COMPLETIONS: "text_completion", ClientApi.EMBEDDINGS: "embeddings"}
 

@@ -63,12 +63,15 @@ class Skip:
 class AttemptPlan:
     """One request's way through its chain of backends."""
 
-    __slots__ = ("_budget", "_chain", "_cooldowns", "_fits", "_next_index", "_policy",
-                 "_retries", "attempts", "current", "skipped", "transitions")
+    __slots__ = ("_available", "_budget", "_chain", "_cooldowns", "_fits", "_next_index",
+                 "_policy", "_retries", "_started", "attempts", "current", "skipped",
+                 "transitions")
 
     def __init__(self, chain: Sequence[BackendRef], policy: FailurePolicy, *,
                  budget: RetryBudget, cooldowns: Cooldowns | None,
-                 fits: Callable[[BackendRef], bool] = lambda _: True) -> None:
+                 fits: Callable[[BackendRef], bool] = lambda _: True,
+                 pool_available: Callable[[BackendRef, float], bool] = lambda _b, _t: True
+                 ) -> None:
         unique: list[BackendRef] = []
         for backend in chain:
             if backend not in unique:
@@ -78,6 +81,8 @@ class AttemptPlan:
         self._budget = budget
         self._cooldowns = cooldowns
         self._fits = fits
+        self._available = pool_available
+        self._started = 0.0
         self._next_index = 0
         self._retries = 0  # on the current backend
         self.current: BackendRef | None = None
@@ -89,6 +94,7 @@ class AttemptPlan:
         """The first backend to try; None when every one was skipped (then the caller may
         try ``self.chain[0]`` anyway or answer 503)."""
         self._budget.record_request(now)
+        self._started = now
         backend = self._advance(now)
         if backend is not None:
             self.attempts = 1
@@ -127,13 +133,14 @@ class AttemptPlan:
             # Another endpoint after a refused connection adds no load anywhere (nothing
             # reached a server): outside the budget, which caps extra load.
             free = failure is FailureClass.CONNECT and current.is_pool
-            if not free and not self._budget.try_spend(now):
+            if not free and not self._budget.try_spend(now, self._started):
                 return Step(StepKind.GIVE_UP, reason="retry budget exhausted")
             delay = 0.0
             if not (failure is FailureClass.CONNECT and current.is_pool):
                 delay = backoff_delay(self._retries, base=retry.backoff_base,
                                       cap=retry.backoff_max, unit=unit)
-                if retry_after is not None:
+                # A pool's retry goes to another endpoint: this one's Retry-After is its own.
+                if retry_after is not None and not current.is_pool:
                     delay = max(delay, retry_after)
             self._retries += 1
             self.attempts += 1
@@ -146,7 +153,7 @@ class AttemptPlan:
         if backend is None:
             return Step(StepKind.GIVE_UP, reason="every fallback is skipped (" + ", ".join(
                 f"{s.backend.label}: {s.reason}" for s in self.skipped) + ")")
-        if not self._budget.try_spend(now):
+        if not self._budget.try_spend(now, self._started):
             return Step(StepKind.GIVE_UP, reason="retry budget exhausted")
         self.attempts += 1
         return Step(StepKind.FALLBACK, backend, 0.0, str(failure))
@@ -171,7 +178,8 @@ class AttemptPlan:
             return self._retries < max(retry.connect_retries, retry.attempts)
         if self._retries >= retry.attempts:
             return False
-        if retry_after is not None and retry_after > retry.retry_after_max:
+        if retry_after is not None and retry_after > retry.retry_after_max \
+                and not backend.is_pool:
             return False  # not worth waiting out (a 429's or a 503's Retry-After)
         return not (retry.codes and status and status not in retry.codes)
 
@@ -182,8 +190,12 @@ class AttemptPlan:
             if not self._fits(backend):
                 self.skipped.append(Skip(backend, str(FailureClass.CONTEXT_WINDOW)))
                 continue
-            if (not backend.is_pool and self._cooldowns is not None
-                    and not self._cooldowns.allow(backend.label, now)):
+            if backend.is_pool:
+                cooling = not self._available(backend, now)  # every endpoint cooling down
+            else:
+                cooling = (self._cooldowns is not None
+                           and not self._cooldowns.allow(backend.label, now))
+            if cooling:
                 self.skipped.append(Skip(backend, "cooldown"))
                 continue
             self.current = backend

@@ -49,16 +49,32 @@ class RetryBudget:
         self._current(now).requests += 1
         self._requests += 1
 
-    def try_spend(self, now: float) -> bool:
-        """Whether one more attempt (retry or fallback) fits the budget; counts it if so."""
+    def try_spend(self, now: float, request_time: float | None = None) -> bool:
+        """Whether one more attempt (retry or fallback) fits the budget; counts it if so.
+
+        ``request_time`` (when the request was recorded) files the attempt in the request's
+        own bucket, so both leave the window together: otherwise a request counted just
+        before a second boundary and its fallback just after could briefly overdraw a
+        100 % budget."""
         bucket = self._current(now)
         # percent / 100 * requests without rounding: 7 / 100 * 100 is 7.000000000000001
         if (self._retries >= self._min_retries
                 and self._retries * 100 >= self._percent * self._requests):
             return False
+        if request_time is not None:
+            bucket = self._bucket_of(request_time) or bucket
         bucket.retries += 1
         self._retries += 1
         return True
+
+    def _bucket_of(self, moment: float) -> _Bucket | None:
+        second = math.floor(moment)
+        for bucket in reversed(self._buckets):  # at most window + 1 buckets
+            if bucket.second == second:
+                return bucket
+            if bucket.second < second:
+                break
+        return None
 
     def retries(self, now: float) -> int:
         self._expire(now)

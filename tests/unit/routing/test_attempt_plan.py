@@ -553,3 +553,30 @@ def test_an_unusable_fallback_moves_on_without_spending_the_budget() -> None:
     assert [s.reason for s in plan.skipped] == ["unsupported-request"]
     assert plan.unusable("unsupported-request", 0.0) == Step(
         GIVE_UP, reason="no fallback can take the request")
+
+
+def test_a_pool_retry_goes_elsewhere_so_the_endpoints_retry_after_does_not_apply() -> None:
+    retry = RetryRules(attempts=1, retry_after_max=1.0, backoff_base=0.1, backoff_max=2.0)
+    plan = make_plan([POOL, OAI], FailurePolicy(retry=retry))
+    plan.first(0.0)
+    step = plan.failed(FailureClass.RATE_LIMITED, status=429, breaker_key="default/pool@a",
+                       now=0.0, retry_after=30.0, unit=0.5)
+    assert step == Step(RETRY, POOL, pytest.approx(0.05), "429")
+
+
+def test_a_pool_whose_every_endpoint_cools_down_is_passed_over() -> None:
+    plan = AttemptPlan([POOL, OAI], FailurePolicy(), budget=roomy_budget(), cooldowns=None,
+                       pool_available=lambda backend, now: backend != POOL)
+    assert plan.first(0.0) == OAI
+    assert [(s.backend, s.reason) for s in plan.skipped] == [(POOL, "cooldown")]
+
+
+def test_an_extra_attempt_is_filed_with_its_request() -> None:
+    # Request at 0.999 s, its fallback at 1.001 s: both leave the 10 s window together, so a
+    # 100 % budget never lets retries outnumber requests.
+    budget = RetryBudget(percent=100.0, min_retries=0)
+    plan = make_plan([OAI, POOL], budget=budget)
+    plan.first(0.999)
+    assert plan.failed(FailureClass.SERVER_ERROR, status=500, breaker_key=OAI.label,
+                       now=1.001).kind is FALLBACK
+    assert (budget.requests(10.5), budget.retries(10.5)) == (0, 0)
