@@ -229,7 +229,8 @@ class InferenceProxy:
             step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
                                retry_after=failed.retry_after,
                                unit=state.router.draw(),
-                               same_possible=self._untried(snapshot, backend, ctx))
+                               same_possible=self._untried(snapshot, backend, ctx,
+                                                           resilience.cooldowns, now))
             self._note_skips(plan, rule.label)
             self._note_transitions(plan)
             if step.kind is not StepKind.GIVE_UP and ctx.deadline is not None \
@@ -538,12 +539,17 @@ class InferenceProxy:
         plan.transitions.clear()
 
     @staticmethod
-    def _untried(snapshot: GatewaySnapshot, backend: BackendRef, ctx: RequestContext) -> bool:
-        """Whether another attempt at ``backend`` could go somewhere new."""
+    def _untried(snapshot: GatewaySnapshot, backend: BackendRef, ctx: RequestContext,
+                 cooldowns: Cooldowns | None, now: float) -> bool:
+        """Whether another attempt at ``backend`` could go somewhere new and sensible: a pool
+        endpoint this request has not tried whose breaker is not open."""
         if not backend.is_pool:
             return True
         pool = snapshot.pools.get(backend.key)
-        return pool is not None and any(e.address not in ctx.tried for e in pool.endpoints)
+        return pool is not None and any(
+            e.address not in ctx.tried
+            and (cooldowns is None or cooldowns.available(endpoint_key(pool.key, e), now))
+            for e in pool.endpoints)
 
     def _context_window(self, snapshot: GatewaySnapshot, backend: BackendRef) -> int | None:
         if backend.is_pool:
