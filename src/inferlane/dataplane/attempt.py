@@ -59,6 +59,7 @@ class RequestContext:
     explain: int = 1
     tried: set[str] = field(default_factory=set)  # endpoint addresses already tried
     endpoint: str = ""  # the endpoint the current attempt was sent to (pools)
+    cooling_allowed: bool = False  # every backend is cooling down: use them anyway
     _prompt: PromptFacts | None = None
 
     @property
@@ -145,15 +146,16 @@ def endpoint_key(pool_key: str, endpoint: Endpoint) -> str:
 
 
 def usable(candidates: Sequence[Endpoint], pool_key: str, tried: set[str],
-           cooldowns: Cooldowns | None, now: float) -> tuple[Endpoint, ...]:
-    """Endpoints this attempt may use: not tried yet by this request and not cooling down —
-    unless every untried one is cooling down (then they all may: a cooldown is a preference,
-    not a reason to answer 503 while servers exist)."""
+           cooldowns: Cooldowns | None, now: float, *,
+           cooling_allowed: bool = False) -> tuple[Endpoint, ...]:
+    """Endpoints this attempt may use: not tried yet by this request and not cooling down.
+    ``cooling_allowed`` (nothing else is left to try) lets cooling ones in when no other is:
+    a cooldown is a preference, not a reason to answer 503 while servers exist."""
     fresh = tuple(e for e in candidates if e.address not in tried)
     if cooldowns is None:
         return fresh
     warm = tuple(e for e in fresh if cooldowns.available(endpoint_key(pool_key, e), now))
-    return warm or fresh
+    return fresh if cooling_allowed and not warm else warm
 
 
 async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Routed,
@@ -174,7 +176,8 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
     try:
         now = time.monotonic()
         candidates = usable(pool.endpoints if ticket.endpoints is None else ticket.endpoints,
-                            pool.key, ctx.tried, cooldowns, now)
+                            pool.key, ctx.tried, cooldowns, now,
+                            cooling_allowed=ctx.cooling_allowed)
         picking = time.perf_counter()
         decision = state.router.pick(
             choice, request_id=ctx.request_id,

@@ -178,13 +178,14 @@ class InferenceProxy:
                            cooldowns=cooldowns, fits=fits,
                            pool_available=_pool_available(snapshot, cooldowns))
         backend = plan.first(time.monotonic())
+        cooling = [skip.backend for skip in plan.skipped if skip.reason == "cooldown"]
         self._note_skips(plan, rule.label)
         if backend is None:
-            if any(skip.reason == "cooldown" for skip in plan.skipped):
-                backend = next(s.backend for s in plan.skipped if s.reason == "cooldown")
-                plan.force(backend)
-            else:
+            if not cooling:
                 raise _too_long(ctx, windows)
+            backend = cooling[0]  # every backend is cooling down: better than a 503
+            plan.force(backend)
+            ctx.cooling_allowed = True
         arm = routed.chain[0]
         recorder = PrimaryRecorder(mirror)
         previous: _Failed | None = None  # the last failure, answered if nothing else works
@@ -197,16 +198,22 @@ class InferenceProxy:
                 self._abandoned(routed, arm, backend, started)
                 recorder.done(499, Usage())
                 raise
-            except BadRequest as error:
-                if previous is None:
-                    raise  # the first choice refuses the request: that is the answer
-                # A fallback whose dialect cannot carry the request: try the one after it.
-                step = plan.unusable("unsupported-request", time.monotonic())
+            except (BadRequest, NoEndpointAvailable) as error:
+                # Nothing was sent: a fallback whose dialect cannot carry the request, or a
+                # pool with no endpoint its picker will use (e.g. all stale): the next one.
+                # A 400 from the first choice is the answer itself.
+                unsupported = isinstance(error, BadRequest)
+                if unsupported and previous is None:
+                    raise
+                step = plan.unusable("unsupported-request" if unsupported else "no-endpoint",
+                                     time.monotonic())
                 self._note_skips(plan, rule.label)
                 log.info("request %s: %s cannot take it (%s)", ctx.request_id, backend.label,
                          error.message)
                 if step.kind is StepKind.GIVE_UP:
                     traffic.gave_up.labels(rule.label, step.reason).inc()
+                    if previous is None:
+                        raise
                     recorder.done(previous.status, Usage())
                     return self._failure_answer(previous, ctx, previous_backend, plan, routed,
                                                 arm, started, charges)
@@ -267,8 +274,8 @@ class InferenceProxy:
             if backend.is_pool:
                 return await open_pool(self._state, snapshot, routed, backend, ctx, cooldowns)
             return await open_provider(self._state, snapshot, backend, ctx)
-        except (BadRequest, DeadlineExceeded):
-            raise  # the request itself, or its time: no other backend changes that
+        except (BadRequest, DeadlineExceeded, NoEndpointAvailable):
+            raise  # the request, its time, or nothing sent: the loop decides
         except RequestError as error:
             failure = _OWN_ERRORS.get(type(error))
             if failure is None:
