@@ -322,12 +322,14 @@ def markdown(summary: Summary, runs: Sequence[TargetRun], env: machine.Environme
               "replica 2; the cooldown keeps that to the few requests before a replica's "
               "breaker opens (5 failures in a row, or a 429's Retry-After) and its half-open "
               "probes.",
-              "- With every replica of the pool cooling down, inferlane still sends each "
-              "request to one of them first (a pool is never skipped, and a pool whose every "
-              "endpoint cools down uses them all rather than none). Here that attempt fails "
-              "in a millisecond (500, 429, connection refused), so `pool down` costs `inferlane` "
-              "only a few ms over the provider alone; replicas that *hang* would cost a timeout "
-              "per request instead.",
+              "- With every replica of the pool cooling down, the pool is passed over without "
+              "an attempt, except for the breakers' half-open probes (one request per replica "
+              "and cooldown period, or per `Retry-After` of the throttling one): those are the "
+              "`pool down` requests with attempts > 1. A pool with no endpoint its picker would "
+              "use (the dead replica is stale) is skipped the same way. Earlier runs of this "
+              "benchmark, before those two rules, sent every request to a cooling replica first "
+              "and, with a same-pool retry, ran out of retry budget (see the commits of "
+              "2026-11-29).",
               "- LiteLLM's `+ vs provider` includes its own overhead at this load (its healthy "
               "p50 is about twice inferlane's and the direct client's: one worker uses most of "
               "a core); `+ vs healthy` is its added latency of falling back.",
