@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from multidict import MultiMapping
+
 from inferlane.dataplane.admission import FAST_PASS, PoolGate, Ticket
 from inferlane.dataplane.h1client import UpstreamResponse
 from inferlane.dataplane.sse import Usage
@@ -25,7 +27,13 @@ from inferlane.routing.backends import BackendRef
 from inferlane.routing.cooldown import Cooldowns
 from inferlane.routing.objectives import FAIRNESS_HEADER, Objective
 from inferlane.routing.prompt import PromptFacts, prompt_facts
-from inferlane.routing.router import NO_PROMPT, GatewaySnapshot, Routed, RoutingDecision
+from inferlane.routing.router import (
+    NO_PROMPT,
+    GatewaySnapshot,
+    RouteChoice,
+    Routed,
+    RoutingDecision,
+)
 from inferlane.routing.rules import HeaderModifier
 from inferlane.scheduling.interfaces import Endpoint
 from inferlane.scheduling.plugins.scorer.prefix_cache import PREFIX_CACHE_SCORER
@@ -51,7 +59,7 @@ class RequestContext:
     body: bytes
     request_id: str
     headers: dict[str, str]  # lower-cased names
-    raw_headers: Sequence[tuple[str, str]]  # as the client sent them
+    raw_headers: MultiMapping[str]  # as the client sent them
     remote: str | None
     query_string: str
     deadline: float | None  # monotonic; the whole request, every attempt included
@@ -60,6 +68,7 @@ class RequestContext:
     tried: set[str] = field(default_factory=set)  # endpoint addresses already tried
     endpoint: str = ""  # the endpoint the current attempt was sent to (pools)
     cooling_allowed: bool = False  # every backend is cooling down: use them anyway
+    first_choice: RouteChoice | None = None  # the first pool's choice, made for its objective
     _prompt: PromptFacts | None = None
 
     @property
@@ -151,8 +160,10 @@ def usable(candidates: Sequence[Endpoint], pool_key: str, tried: set[str],
     """Endpoints this attempt may use: not tried yet by this request and not cooling down.
     ``cooling_allowed`` (nothing else is left to try) lets cooling ones in when no other is:
     a cooldown is a preference, not a reason to answer 503 while servers exist."""
+    if not tried and (cooldowns is None or cooldowns.quiet):
+        return tuple(candidates)  # the usual case: first attempt, nothing cooling down
     fresh = tuple(e for e in candidates if e.address not in tried)
-    if cooldowns is None:
+    if cooldowns is None or cooldowns.quiet:
         return fresh
     warm = tuple(e for e in fresh if cooldowns.available(endpoint_key(pool_key, e), now))
     return fresh if cooling_allowed and not warm else warm
@@ -164,7 +175,9 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
                     ) -> Opened:
     """Admission, pick and send to one endpoint of the pool ``backend`` (``objective``
     overrides the request's, e.g. sheddable for mirror copies)."""
-    choice = state.router.pool_choice(snapshot, routed, backend.key)
+    choice = ctx.first_choice
+    if choice is None or choice.pool.key != backend.key:
+        choice = state.router.pool_choice(snapshot, routed, backend.key)
     pool = choice.pool
     gate = state.gates.get(pool.key) if pool.flow is not None else None
     ticket = FAST_PASS
@@ -248,7 +261,7 @@ async def open_provider(state: GatewayState, snapshot: GatewaySnapshot, backend:
 
 
 def pool_headers(ctx: RequestContext, decision: RoutingDecision) -> list[tuple[str, str]]:
-    headers = [(name, value) for name, value in ctx.raw_headers
+    headers = [(name, value) for name, value in ctx.raw_headers.items()
                if name.lower() not in HOP_BY_HOP and name.lower() not in _REPLACED]
     headers.append(("x-request-id", ctx.request_id))
     headers.append(("X-Gateway-Model-Name", decision.requested_model))

@@ -136,8 +136,10 @@ class InferenceProxy:
             first = routed.chain[0]
             named = headers.get(OBJECTIVE_HEADER)
             objective = STANDARD
+            first_choice = None
             if first.is_pool:
-                objective = state.router.pool_choice(snapshot, routed, first.key).objective
+                first_choice = state.router.pool_choice(snapshot, routed, first.key)
+                objective = first_choice.objective
                 if named and named != objective.name:
                     state.metrics.child(state.metrics.unknown_objectives, first.key).inc()
             budget = time_budget(headers, objective)
@@ -149,150 +151,148 @@ class InferenceProxy:
                     snapshot.rate_limits, headers, model, listener.gateway, rule.route)
             ctx = RequestContext(
                 api=api, document=document, body=body, request_id=request_id, headers=headers,
-                raw_headers=tuple(request.headers.items()), remote=request.remote,
+                raw_headers=request.headers, remote=request.remote,
                 query_string=request.query_string,
                 deadline=time.monotonic() + min(limits) if limits else None,
                 backend_timeout=rule.backend_timeout,
-                explain=DEBUG_CANDIDATES if headers.get(DEBUG_HEADER) == "1" else 1)
+                explain=DEBUG_CANDIDATES if headers.get(DEBUG_HEADER) == "1" else 1,
+                first_choice=first_choice)
             mirror = MirrorRun.start(state, snapshot, routed, ctx)
-            return await self._serve(request, snapshot, routed, ctx, started, charges, mirror)
+            # The attempt loop (inline: every await level costs each resume of the upstream
+            # read), then the relay of the answer that ended it.
+            traffic = state.metrics.traffic
+            rule = routed.rule
+            resilience = state.resilience.for_rule(rule)
+            windows = {b: w for b in routed.chain
+                       if (w := self._context_window(snapshot, b)) is not None}
+            fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
+                    if windows else _fits_any)
+            cooldowns = resilience.cooldowns
+            # A lone backend is tried however it cools down: only chains need the check.
+            available = (_pool_available(snapshot, cooldowns)
+                         if len(routed.chain) > 1 and cooldowns is not None else _pool_up)
+            plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
+                               cooldowns=cooldowns, fits=fits, pool_available=available)
+            backend = plan.first(time.monotonic())
+            cooling = [skip.backend for skip in plan.skipped if skip.reason == "cooldown"]
+            self._note_skips(plan, rule.label)
+            if backend is None:
+                if not cooling:
+                    raise _too_long(ctx, windows)
+                backend = cooling[0]  # every backend is cooling down: better than a 503
+                plan.force(backend)
+                ctx.cooling_allowed = True
+            arm = routed.chain[0]
+            recorder = PrimaryRecorder(mirror)
+            previous: _Failed | None = None  # the last failure, answered if nothing else works
+            previous_backend = backend
+            while True:
+                # Cooling endpoints are better than none when nothing else is left.
+                ctx.cooling_allowed = ctx.cooling_allowed or plan.last
+                ctx.endpoint = ""
+                outcome: Opened | tuple[_Failed, str]
+                try:
+                    if backend.is_pool:
+                        outcome = await open_pool(state, snapshot, routed, backend, ctx, cooldowns)
+                    else:
+                        outcome = await open_provider(state, snapshot, backend, ctx)
+                except asyncio.CancelledError:  # the client left before any answer
+                    self._abandoned(routed, arm, backend, started)
+                    recorder.done(499, Usage())
+                    raise
+                except (BadRequest, NoEndpointAvailable) as error:
+                    # Nothing was sent: a fallback whose dialect cannot carry the request, or a
+                    # pool with no endpoint its picker will use (e.g. all stale): the next one.
+                    # A 400 from the first choice is the answer itself.
+                    unsupported = isinstance(error, BadRequest)
+                    if unsupported and previous is None:
+                        raise
+                    step = plan.unusable("unsupported-request" if unsupported else "no-endpoint",
+                                         time.monotonic())
+                    self._note_skips(plan, rule.label)
+                    log.info("request %s: %s cannot take it (%s)", ctx.request_id, backend.label,
+                             error.message)
+                    if step.kind is StepKind.GIVE_UP:
+                        traffic.gave_up.labels(rule.label, step.reason).inc()
+                        if previous is None:
+                            raise
+                        recorder.done(previous.status, Usage())
+                        return self._failure_answer(previous, ctx, previous_backend, plan, routed,
+                                                    arm, started, charges)
+                    assert step.backend is not None
+                    backend = step.backend
+                    continue
+                except DeadlineExceeded:
+                    raise  # its time ran out queued: no other backend changes that
+                except RequestError as error:
+                    outcome = self._own_failure(error, backend, ctx)
+                if isinstance(outcome, Opened):
+                    status = outcome.upstream.status
+                    # Auth and not-found errors are the answer (a retry would hide a misconfig).
+                    failed = (None if status < 400 or status in (401, 403, 404)
+                              else await self._check(outcome))
+                    if failed is None:
+                        plan.succeeded(outcome.breaker_key, time.monotonic())
+                        self._note_transitions(plan)
+                        return await self._answer(request, outcome, ctx, routed, arm, plan,
+                                                  started, charges, recorder)
+                    key = outcome.breaker_key
+                else:
+                    failed, key = outcome
+                previous, previous_backend = failed, backend
+                traffic.attempt_errors.labels(backend.label, str(failed.failure)).inc()
+                now = time.monotonic()
+                step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
+                                   retry_after=failed.retry_after,
+                                   unit=state.router.draw(),
+                                   same_possible=self._untried(snapshot, backend, ctx,
+                                                               resilience.cooldowns, now))
+                self._note_skips(plan, rule.label)
+                self._note_transitions(plan)
+                if step.kind is not StepKind.GIVE_UP and ctx.deadline is not None \
+                        and now + step.delay >= ctx.deadline:
+                    step = Step(StepKind.GIVE_UP, reason="no time left for another attempt")
+                if step.kind is StepKind.GIVE_UP:
+                    traffic.gave_up.labels(rule.label, step.reason).inc()
+                    recorder.done(failed.status, Usage())
+                    return self._failure_answer(failed, ctx, backend, plan, routed, arm, started,
+                                                charges)
+                assert step.backend is not None
+                if step.kind is StepKind.RETRY:
+                    traffic.retries.labels(rule.label, backend.label, step.reason).inc()
+                    if step.delay > 0:
+                        try:
+                            await asyncio.sleep(step.delay)
+                        except asyncio.CancelledError:
+                            self._abandoned(routed, arm, backend, started)
+                            raise
+                else:
+                    traffic.fallbacks.labels(rule.label, backend.label, step.backend.label,
+                                             step.reason).inc()
+                    log.info("request %s: %s failed (%s), falling back to %s", ctx.request_id,
+                             backend.label, step.reason, step.backend.label)
+                backend = step.backend
         except RequestError as error:
             # Unrouted: the model name is unchecked client input, so it stays out of labels.
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id, api)
 
-    async def _serve(self, request: web.Request, snapshot: GatewaySnapshot, routed: Routed,
-                     ctx: RequestContext, started: float, charges: list[Charge],
-                     mirror: MirrorRun | None) -> web.StreamResponse:
-        """The attempt loop, then the relay of the answer that ended it."""
-        state = self._state
-        traffic = state.metrics.traffic
-        rule = routed.rule
-        resilience = state.resilience.for_rule(rule)
-        windows = {b: w for b in routed.chain
-                   if (w := self._context_window(snapshot, b)) is not None}
-        fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
-                if windows else _fits_any)
-        cooldowns = resilience.cooldowns
-        plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
-                           cooldowns=cooldowns, fits=fits,
-                           pool_available=_pool_available(snapshot, cooldowns))
-        backend = plan.first(time.monotonic())
-        cooling = [skip.backend for skip in plan.skipped if skip.reason == "cooldown"]
-        self._note_skips(plan, rule.label)
-        if backend is None:
-            if not cooling:
-                raise _too_long(ctx, windows)
-            backend = cooling[0]  # every backend is cooling down: better than a 503
-            plan.force(backend)
-            ctx.cooling_allowed = True
-        arm = routed.chain[0]
-        recorder = PrimaryRecorder(mirror)
-        previous: _Failed | None = None  # the last failure, answered if nothing else works
-        previous_backend = backend
-        while True:
-            try:
-                outcome = await self._attempt(snapshot, routed, backend, ctx,
-                                              resilience.cooldowns)
-            except asyncio.CancelledError:  # the client left before any answer
-                self._abandoned(routed, arm, backend, started)
-                recorder.done(499, Usage())
-                raise
-            except (BadRequest, NoEndpointAvailable) as error:
-                # Nothing was sent: a fallback whose dialect cannot carry the request, or a
-                # pool with no endpoint its picker will use (e.g. all stale): the next one.
-                # A 400 from the first choice is the answer itself.
-                unsupported = isinstance(error, BadRequest)
-                if unsupported and previous is None:
-                    raise
-                step = plan.unusable("unsupported-request" if unsupported else "no-endpoint",
-                                     time.monotonic())
-                self._note_skips(plan, rule.label)
-                log.info("request %s: %s cannot take it (%s)", ctx.request_id, backend.label,
-                         error.message)
-                if step.kind is StepKind.GIVE_UP:
-                    traffic.gave_up.labels(rule.label, step.reason).inc()
-                    if previous is None:
-                        raise
-                    recorder.done(previous.status, Usage())
-                    return self._failure_answer(previous, ctx, previous_backend, plan, routed,
-                                                arm, started, charges)
-                assert step.backend is not None
-                backend = step.backend
-                continue
-            if isinstance(outcome, Opened):
-                failed = await self._check(outcome)
-                if failed is None:
-                    plan.succeeded(outcome.breaker_key, time.monotonic())
-                    self._note_transitions(plan)
-                    return await self._answer(request, outcome, ctx, routed, arm, plan,
-                                              started, charges, recorder)
-                key = outcome.breaker_key
-            else:
-                failed, key = outcome
-            previous, previous_backend = failed, backend
-            traffic.attempt_errors.labels(backend.label, str(failed.failure)).inc()
-            now = time.monotonic()
-            step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
-                               retry_after=failed.retry_after,
-                               unit=state.router.draw(),
-                               same_possible=self._untried(snapshot, backend, ctx,
-                                                           resilience.cooldowns, now))
-            self._note_skips(plan, rule.label)
-            self._note_transitions(plan)
-            if step.kind is not StepKind.GIVE_UP and ctx.deadline is not None \
-                    and now + step.delay >= ctx.deadline:
-                step = Step(StepKind.GIVE_UP, reason="no time left for another attempt")
-            if step.kind is StepKind.GIVE_UP:
-                traffic.gave_up.labels(rule.label, step.reason).inc()
-                recorder.done(failed.status, Usage())
-                return self._failure_answer(failed, ctx, backend, plan, routed, arm, started,
-                                            charges)
-            assert step.backend is not None
-            if step.kind is StepKind.RETRY:
-                traffic.retries.labels(rule.label, backend.label, step.reason).inc()
-                if step.delay > 0:
-                    try:
-                        await asyncio.sleep(step.delay)
-                    except asyncio.CancelledError:
-                        self._abandoned(routed, arm, backend, started)
-                        raise
-            else:
-                traffic.fallbacks.labels(rule.label, backend.label, step.backend.label,
-                                         step.reason).inc()
-                log.info("request %s: %s failed (%s), falling back to %s", ctx.request_id,
-                         backend.label, step.reason, step.backend.label)
-            backend = step.backend
+    @staticmethod
+    def _own_failure(error: RequestError, backend: BackendRef,
+                     ctx: RequestContext) -> tuple[_Failed, str]:
+        """A RequestError before any response head, as a ``_Failed`` and its breaker key."""
+        failure = _OWN_ERRORS.get(type(error))
+        if failure is None:
+            failure = classify_status(error.status)
+        log.warning("request %s to %s failed: %s", ctx.request_id, backend.label, error.message)
+        # It failed at a pool's endpoint: that endpoint's breaker; else the backend's.
+        key = f"{backend.key}@{ctx.endpoint}" if ctx.endpoint else backend.label
+        return _Failed(failure, error.status, error=error, endpoint=ctx.endpoint), key
 
-    async def _attempt(self, snapshot: GatewaySnapshot, routed: Routed, backend: BackendRef,
-                       ctx: RequestContext, cooldowns: Cooldowns | None
-                       ) -> Opened | tuple[_Failed, str]:
-        """One attempt; a RequestError before the response head becomes a ``_Failed``."""
-        key = backend.label
-        ctx.endpoint = ""
-        try:
-            if backend.is_pool:
-                return await open_pool(self._state, snapshot, routed, backend, ctx, cooldowns)
-            return await open_provider(self._state, snapshot, backend, ctx)
-        except (BadRequest, DeadlineExceeded, NoEndpointAvailable):
-            raise  # the request, its time, or nothing sent: the loop decides
-        except RequestError as error:
-            failure = _OWN_ERRORS.get(type(error))
-            if failure is None:
-                failure = classify_status(error.status)
-            log.warning("request %s to %s failed: %s", ctx.request_id, backend.label,
-                        error.message)
-            if ctx.endpoint:  # it failed at a pool's endpoint: that endpoint's breaker
-                key = f"{backend.key}@{ctx.endpoint}"
-            return _Failed(failure, error.status, error=error, endpoint=ctx.endpoint), key
-
-    async def _check(self, opened: Opened) -> _Failed | None:
-        """None for an answer to relay; a ``_Failed`` for an error status the plan may retry."""
+    async def _check(self, opened: Opened) -> _Failed:
+        """An error status the plan may retry, its body read (to classify it) and kept."""
         upstream = opened.upstream
         status = upstream.status
-        if status < 400 or status in (401, 403, 404):
-            # Auth and not-found errors are the answer (a retry elsewhere hides a misconfig).
-            return None
         try:
             payload = await upstream.read()
         except UpstreamError:
@@ -573,13 +573,17 @@ def _fits_any(backend: BackendRef) -> bool:
     return True
 
 
+def _pool_up(backend: BackendRef, now: float) -> bool:
+    return True
+
+
 def _pool_available(snapshot: GatewaySnapshot, cooldowns: Cooldowns | None
                     ) -> Callable[[BackendRef, float], bool]:
     """A pool is worth an attempt unless every endpoint's breaker is open (then the chain
     moves on without spending an attempt, and a timeout, on a pool known to be down)."""
     def available(backend: BackendRef, now: float) -> bool:
         pool = snapshot.pools.get(backend.key)
-        if cooldowns is None or pool is None or not pool.endpoints:
+        if cooldowns is None or cooldowns.quiet or pool is None or not pool.endpoints:
             return True
         return any(cooldowns.available(endpoint_key(pool.key, e), now) for e in pool.endpoints)
 

@@ -30,7 +30,7 @@ class ResilienceState:
     def for_rule(self, rule: CompiledRule) -> RuleResilience:
         key = (rule.route, rule.rule_index)
         found = self._rules.get(key)
-        if found is not None and found.policy == rule.failure:
+        if found is not None and (found.policy is rule.failure or found.policy == rule.failure):
             return found
         policy = rule.failure
         retry = policy.retry

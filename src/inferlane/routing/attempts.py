@@ -104,6 +104,11 @@ class AttemptPlan:
     def chain(self) -> tuple[BackendRef, ...]:
         return self._chain
 
+    @property
+    def last(self) -> bool:
+        """Whether the current backend is the chain's last: nothing else could be tried."""
+        return self._next_index >= len(self._chain)
+
     def force(self, backend: BackendRef) -> None:
         """Try ``backend`` although it was skipped (nothing else is left)."""
         self.current = backend

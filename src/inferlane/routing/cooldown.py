@@ -103,6 +103,7 @@ class Cooldowns:
         self._max_keys = max_keys
         self._span = math.ceil(config.window)
         self._breakers: OrderedDict[str, _Breaker] = OrderedDict()  # least recently used first
+        self._not_closed: set[str] = set()  # keys OPEN or HALF_OPEN: empty on the fast path
 
     def allow(self, key: str, now: float) -> bool:
         """Whether an attempt may go to ``key`` now; True hands a half-open key's probe slot."""
@@ -132,8 +133,25 @@ class Cooldowns:
         return state is BreakerState.HALF_OPEN and (
             breaker.probe_since is None or now >= breaker.probe_since + self.config.probe_timeout)
 
+    @property
+    def quiet(self) -> bool:
+        """No breaker is open or half-open: every key is available (a cheap check for the
+        request path, which then skips per-endpoint lookups)."""
+        return not self._not_closed
+
     def record(self, key: str, now: float, *, ok: bool) -> Transition | None:
         """Report one attempt's outcome; returns the state change it caused, if any."""
+        return self._note(self._record(key, now, ok=ok))
+
+    def _note(self, transition: Transition | None) -> Transition | None:
+        if transition is not None:
+            if transition.state is BreakerState.CLOSED:
+                self._not_closed.discard(transition.key)
+            else:
+                self._not_closed.add(transition.key)
+        return transition
+
+    def _record(self, key: str, now: float, *, ok: bool) -> Transition | None:
         breaker = self._touch(key, now)
         config = self.config
         if breaker.state is BreakerState.OPEN:
@@ -161,6 +179,9 @@ class Cooldowns:
 
     def hold(self, key: str, now: float, seconds: float) -> Transition | None:
         """Keep attempts off ``key`` for ``seconds`` (a 429's Retry-After), not as a failure."""
+        return self._note(self._hold(key, now, seconds))
+
+    def _hold(self, key: str, now: float, seconds: float) -> Transition | None:
         if not math.isfinite(seconds):
             raise ValueError(f"cooldown hold must be a finite number of seconds, got {seconds}")
         if seconds <= 0:

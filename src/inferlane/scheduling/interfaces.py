@@ -21,10 +21,12 @@ class Endpoint:
     port: int
     engine: str = "vllm"
     metrics_path: str = "/metrics"
+    # "host:port" ("[v6]:port"): computed once, read on every pick, log line and metric.
+    address: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        object.__setattr__(self, "address", f"{host}:{self.port}")
 
 
 @dataclass(frozen=True, slots=True)

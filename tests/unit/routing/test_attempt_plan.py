@@ -580,3 +580,11 @@ def test_an_extra_attempt_is_filed_with_its_request() -> None:
     assert plan.failed(FailureClass.SERVER_ERROR, status=500, breaker_key=OAI.label,
                        now=1.001).kind is FALLBACK
     assert (budget.requests(10.5), budget.retries(10.5)) == (0, 0)
+
+
+def test_last_says_whether_anything_is_left_to_try() -> None:
+    plan = make_plan([POOL, OAI])
+    plan.first(0.0)
+    assert not plan.last
+    plan.failed(FailureClass.SERVER_ERROR, status=500, breaker_key="k", now=0.0)
+    assert plan.last

@@ -320,3 +320,19 @@ def test_max_keys_must_be_positive() -> None:
 def test_config_and_states_read_as_documented() -> None:
     assert CooldownConfig(duration=300.0).max_duration == 300.0  # equal to the cap is fine
     assert [str(state) for state in BreakerState] == ["closed", "open", "half-open"]
+
+
+def test_quiet_while_no_breaker_is_open_or_half_open() -> None:
+    cooldowns = Cooldowns(CooldownConfig(consecutive_failures=2, duration=1.0))
+    assert cooldowns.quiet
+    cooldowns.record("a", 0.0, ok=True)
+    cooldowns.record("a", 0.0, ok=False)
+    assert cooldowns.quiet  # failures alone do not open it
+    cooldowns.record("a", 0.0, ok=False)
+    assert not cooldowns.quiet
+    assert cooldowns.allow("a", 1.5)  # half-open: the probe
+    assert not cooldowns.quiet
+    cooldowns.record("a", 1.6, ok=True)
+    assert cooldowns.quiet
+    cooldowns.hold("b", 2.0, 1.0)
+    assert not cooldowns.quiet
