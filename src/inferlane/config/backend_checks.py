@@ -62,6 +62,19 @@ def route_backend_refs(route: HTTPRoute) -> Iterator[BackendObjectReference]:
                 yield flt.request_mirror.backend_ref
 
 
+def backend_referenced(index: Index, kind: str, namespace: str, name: str) -> bool:
+    """Whether any route (split or mirror) or TrafficPolicy fallback names the backend."""
+    def names(ref: BackendObjectReference, referrer_namespace: str) -> bool:
+        return (ref.kind == kind and ref.name == name
+                and (ref.namespace or referrer_namespace) == namespace)
+
+    return any(names(ref, route.namespace)
+               for route in index.routes for ref in route_backend_refs(route)) or any(
+        names(ref, policy.namespace)
+        for policy in index.traffic_policies if policy.spec.fallback is not None
+        for ref in policy.spec.fallback.backend_refs)
+
+
 def check_traffic_policies(items: Sequence[Loaded], index: Index, findings: Findings) -> None:
     targeted: dict[tuple[str, str, str | None], str] = {}
     for item in items:
@@ -109,15 +122,6 @@ def _check_provider(item: Loaded, provider: Provider, index: Index, findings: Fi
                       "read the API key; use only for tests")
     if spec.url.lower().startswith("http://") and spec.credentials is not None:
         findings.warn(item, ("spec", "baseURL"), "the API key is sent over plain http")
-    referenced = any(
-        ref.kind == "Provider" and ref.name == provider.name
-        and (ref.namespace or route.namespace) == provider.namespace
-        for route in index.routes for ref in route_backend_refs(route))
-    referenced = referenced or any(
-        ref.kind == "Provider" and ref.name == provider.name
-        and (ref.namespace or policy.namespace) == provider.namespace
-        for policy in index.traffic_policies if policy.spec.fallback is not None
-        for ref in policy.spec.fallback.backend_refs)
-    if not referenced:
+    if not backend_referenced(index, "Provider", provider.namespace, provider.name):
         findings.warn(item, ("metadata", "name"), "no HTTPRoute or TrafficPolicy names this "
                                                   "provider: it receives no traffic")

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 from inferlane.config.attachment import attached_listeners
 from inferlane.config.backend_checks import (
+    backend_referenced,
     check_backend_ref,
     check_traffic_policies,
-    route_backend_refs,
 )
 from inferlane.config.checks_index import (
     Findings,
@@ -202,15 +202,7 @@ def _check_pool(item: Loaded, pool: InferencePool, index: Index, findings: Findi
                                                      "implemented yet: inferlane speaks HTTP/1.1 "
                                                      "to model servers")
     _check_pool_picker(item, pool, index, findings)
-    referenced = any(
-        ref.kind == "InferencePool" and ref.name == pool.name
-        and (ref.namespace or route.namespace) == pool.namespace
-        for route in index.routes for ref in route_backend_refs(route)) or any(
-        ref.kind == "InferencePool" and ref.name == pool.name
-        and (ref.namespace or policy.namespace) == pool.namespace
-        for policy in index.traffic_policies if policy.spec.fallback is not None
-        for ref in policy.spec.fallback.backend_refs)
-    if not referenced:
+    if not backend_referenced(index, "InferencePool", pool.namespace, pool.name):
         findings.warn(item, ("metadata", "name"), "no HTTPRoute backendRef names this pool: it "
                                                   "receives no traffic")
 
