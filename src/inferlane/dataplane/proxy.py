@@ -7,8 +7,8 @@ Request path (each step's decisions come from pure code; this module only does t
       ─► AttemptPlan: for each attempt (split's choice, then fallbacks):
            pool: admission gate ─► picker ─► model server   |   provider: its dialect
            failed before the first byte? ─► plan says retry / fall back / give up
-      ─► relay: SSE chunk by chunk (translated if the dialects differ), or the JSON body
-      ─► bookkeeping, metrics, the mirror's comparison
+      ─► relay.py: SSE chunk by chunk (translated if the dialects differ), or the JSON body;
+         bookkeeping, metrics, the mirror's comparison
 
 Every accepted request gets exactly one answer: an error before the first byte is an error JSON
 in the client's dialect with the right status; an upstream failure after a stream started is
@@ -26,15 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from inferlane.dataplane.attempt import (
-    HOP_BY_HOP,
     Opened,
     RequestContext,
-    apply_modifier,
     endpoint_key,
     open_pool,
     open_provider,
@@ -42,8 +39,9 @@ from inferlane.dataplane.attempt import (
 from inferlane.dataplane.h1client import UpstreamError
 from inferlane.dataplane.mirror import MirrorRun, PrimaryRecorder
 from inferlane.dataplane.rate_limiting import Charge
+from inferlane.dataplane.relay import ATTEMPTS_HEADER, BACKEND_HEADER, Relay
 from inferlane.dataplane.request import error_response, parse_request, read_body, time_budget
-from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
+from inferlane.dataplane.sse import Usage
 from inferlane.dataplane.state import GatewayState
 from inferlane.errors import (
     BadRequest,
@@ -71,26 +69,13 @@ log = logging.getLogger("inferlane.proxy")
 
 DEBUG_HEADER = "x-inferlane-debug"
 DEBUG_CANDIDATES = 3  # candidates explained in x-inferlane-scores
-BACKEND_HEADER = "x-inferlane-backend"
-ATTEMPTS_HEADER = "x-inferlane-attempts"
 MAX_ERROR_BODY = 1024 * 1024  # an upstream error body read to classify it
-# Provider response headers never relayed: cookies and the provider's own connection details.
-_PROVIDER_DROP = HOP_BY_HOP | {"set-cookie", "content-encoding", "server", "alt-svc",
-                               "cf-ray", "x-request-id", "request-id"}
 # Failures of our own making, by class (None: the answer, not a backend failure).
 _OWN_ERRORS: dict[type[RequestError], FailureClass] = {
     UpstreamConnectError: FailureClass.CONNECT, UpstreamTimeout: FailureClass.TIMEOUT,
     RequestShed: FailureClass.RATE_LIMITED, QueueFull: FailureClass.SERVER_ERROR,
     QueueTimeout: FailureClass.SERVER_ERROR, NoEndpointAvailable: FailureClass.SERVER_ERROR,
 }
-
-
-class _ClientGone(Exception):
-    """The client disconnected while we were writing a stream to it."""
-
-    def __init__(self, response: web.StreamResponse) -> None:
-        super().__init__("client disconnected")
-        self.response = response
 
 
 @dataclass(slots=True)
@@ -112,6 +97,7 @@ class InferenceProxy:
     def __init__(self, state: GatewayState, listener_name: str) -> None:
         self._state = state
         self._listener_name = listener_name
+        self._relay = Relay(state)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -234,8 +220,9 @@ class InferenceProxy:
                     if failed is None:
                         plan.succeeded(outcome.breaker_key, time.monotonic())
                         self._note_transitions(plan)
-                        return await self._answer(request, outcome, ctx, routed, arm, plan,
-                                                  started, charges, recorder)
+                        return await self._relay.answer(request, outcome, ctx, routed, arm,
+                                                        plan.attempts, started, charges,
+                                                        recorder)
                     key = outcome.breaker_key
                 else:
                     failed, key = outcome
@@ -316,7 +303,7 @@ class InferenceProxy:
         extra = {BACKEND_HEADER: backend.label, ATTEMPTS_HEADER: str(plan.attempts)}
         if failed.endpoint:
             extra["x-inferlane-endpoint"] = failed.endpoint
-        self._count(routed, arm, backend, failed.status, started)
+        self._relay.count(routed, arm, backend, failed.status, started)
         if charges and self._state.rate_limits is not None:
             self._state.rate_limits.charge_soon(charges, ctx.prompt.prompt_tokens)
         if failed.error is not None:
@@ -329,206 +316,11 @@ class InferenceProxy:
         headers.setdefault("content-type", "application/json")
         return web.Response(status=failed.status, body=failed.body, headers=headers)
 
-    async def _answer(self, request: web.Request, opened: Opened, ctx: RequestContext,
-                      routed: Routed, arm: BackendRef, plan: AttemptPlan, started: float,
-                      charges: list[Charge], recorder: PrimaryRecorder) -> web.StreamResponse:
-        state = self._state
-        upstream = opened.upstream
-        status = upstream.status
-        headers = self._response_headers(opened, ctx, plan)
-        usage = Usage()
-        try:
-            if (upstream.header("content-type") or "").startswith("text/event-stream"):
-                return await self._relay_stream(request, opened, headers, ctx, routed, started,
-                                                usage, recorder)
-            payload = await upstream.read()
-            translation = opened.translation
-            if translation is not None:
-                payload = translation.body(payload) if status < 400 else \
-                    translation.error(status, payload)
-                if translation.usage_seen:
-                    usage.prompt_tokens = translation.prompt_tokens
-                    usage.completion_tokens = translation.completion_tokens
-                    usage.seen = True
-            elif status == 200:
-                usage = usage_from_body(payload)
-            recorder.body(payload)
-            return web.Response(status=status, body=payload, headers=headers)
-        except RequestError as error:
-            status = error.status
-            log.warning("request %s to %s failed: %s", ctx.request_id, opened.where,
-                        error.message)
-            return error_response(error, ctx.request_id, ctx.api)
-        except _ClientGone as gone:
-            status = 499  # nginx's "client closed request"; only ever seen in metrics
-            self._client_gone(opened)
-            return gone.response
-        except asyncio.CancelledError:
-            status = 499
-            self._client_gone(opened)
-            raise
-        finally:
-            opened.finish(usage)
-            recorder.done(status, usage)
-            self._count(routed, arm, opened.backend, status, started, opened, usage)
-            if charges and state.rate_limits is not None:
-                # Without a usage report (a stream that did not ask for it) the prompt
-                # estimate is all there is to charge.
-                tokens = (usage.prompt_tokens + usage.completion_tokens if usage.seen
-                          else ctx.prompt.prompt_tokens)
-                state.rate_limits.charge_soon(charges, tokens)
-
     def _abandoned(self, routed: Routed, arm: BackendRef, backend: BackendRef,
                    started: float) -> None:
         metrics = self._state.metrics
         metrics.child(metrics.client_disconnects, backend.key if backend.is_pool else "").inc()
-        self._count(routed, arm, backend, 499, started)
-
-    def _client_gone(self, opened: Opened) -> None:
-        metrics = self._state.metrics
-        pool = opened.decision.pool.key if opened.decision is not None else ""
-        metrics.child(metrics.client_disconnects, pool).inc()
-
-    def _response_headers(self, opened: Opened, ctx: RequestContext,
-                          plan: AttemptPlan) -> CIMultiDict[str]:
-        drop = HOP_BY_HOP if opened.provider is None else _PROVIDER_DROP
-        headers = [(name, value) for name, value in opened.upstream.headers
-                   if name.lower() not in drop and name.lower() != "content-length"]
-        headers.append(("x-request-id", ctx.request_id))
-        headers.append((BACKEND_HEADER, opened.backend.label))
-        headers.append((ATTEMPTS_HEADER, str(plan.attempts)))
-        decision = opened.decision
-        if decision is not None:
-            headers.append(("x-inferlane-endpoint", decision.endpoint.address))
-            if ctx.explain > 1:
-                headers.append(("x-inferlane-scores", decision.pick.explain()))
-        modifier = (decision.rule if decision is not None else None)
-        rule_modifier = modifier.response_headers if modifier is not None else None
-        if rule_modifier is not None:
-            headers = apply_modifier(rule_modifier, headers)
-        return CIMultiDict(headers)
-
-    async def _relay_stream(self, request: web.Request, opened: Opened,
-                            headers: CIMultiDict[str], ctx: RequestContext, routed: Routed,
-                            started: float, usage: Usage,
-                            recorder: PrimaryRecorder) -> web.StreamResponse:
-        upstream = opened.upstream
-        translation = opened.translation
-        scanner = SseUsageScanner() if translation is None else None
-        timing = opened.timing
-        decision = opened.decision
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        try:
-            await response.prepare(request)
-        except ConnectionResetError as exc:
-            raise _ClientGone(response) from exc
-        first = True
-        try:
-            async for chunk in upstream.iter_chunks():
-                timing.last_chunk = time.monotonic()
-                if first:
-                    first = False
-                    timing.first_chunk = timing.last_chunk
-                    self._first_token(opened, routed, started)
-                    recorder.first_token(timing.first_chunk - timing.dispatched)
-                if scanner is not None:
-                    scanner.feed(chunk)
-                out = chunk if translation is None else translation.stream(chunk)
-                if out:
-                    recorder.stream(out)
-                    await _write(response, out)
-            if translation is not None:
-                await _write(response, translation.finish())
-        except (UpstreamError, RequestError) as exc:
-            # Headers are gone: the only honest answer left is a final in-stream error.
-            log.warning("stream from %s broke off: %s", opened.where, exc)
-            if translation is not None:
-                frame = translation.broken(str(exc))
-            elif ctx.api is ClientApi.MESSAGES:
-                frame = b"event: error\ndata: " + orjson.dumps({"type": "error", "error": {
-                    "type": "api_error",
-                    "message": f"The backend {opened.where} broke off the stream ({exc})."}}) \
-                    + b"\n\n"
-            else:
-                pool = f" of InferencePool {decision.pool.key}" if decision else ""
-                address = decision.endpoint.address if decision else opened.where
-                frame = b"data: " + orjson.dumps({"error": {
-                    "message": f"The model server at endpoint {address}{pool} broke off the "
-                               f"stream ({exc}).",
-                    "type": "upstream_error", "param": None,
-                    "code": "upstream_stream_interrupted"}}) + b"\n\n"
-            await _write(response, frame)
-        finally:
-            if scanner is not None and scanner.usage.seen:
-                usage.prompt_tokens = scanner.usage.prompt_tokens
-                usage.completion_tokens = scanner.usage.completion_tokens
-                usage.seen = True
-            elif translation is not None and translation.usage_seen:
-                usage.prompt_tokens = translation.prompt_tokens
-                usage.completion_tokens = translation.completion_tokens
-                usage.seen = True
-        try:
-            await response.write_eof()
-        except ConnectionResetError as exc:
-            raise _ClientGone(response) from exc
-        return response
-
-    def _first_token(self, opened: Opened, routed: Routed, started: float) -> None:
-        state = self._state
-        metrics = state.metrics
-        timing = opened.timing
-        decision = opened.decision
-        assert timing.first_chunk is not None
-        ttft = time.perf_counter() - started
-        model = metrics.model_label(routed.requested_model)
-        metrics.child(metrics.traffic.time_to_first_token, _OPERATIONS[self._api(opened)],
-                      _provider_name(opened), model, opened.backend.label).observe(ttft)
-        if decision is None:
-            return
-        if decision.pool.needs_metrics:
-            state.endpoints.on_first_token(
-                decision.endpoint, uncached_prompt_tokens=timing.prefill_tokens,
-                seconds=timing.first_chunk - timing.dispatched,
-                prefill_tokens_ahead=timing.prefill_ahead)
-        metrics.child(metrics.time_to_first_token, decision.rule.label, model,
-                      decision.pool.key).observe(ttft)
-        target = decision.objective.ttft_target
-        if target is not None:
-            metrics.child(metrics.slo_requests, decision.pool.key, decision.objective.name,
-                          "met" if ttft <= target else "missed").inc()
-
-    def _count(self, routed: Routed, arm: BackendRef, backend: BackendRef, status: int,
-               started: float, opened: Opened | None = None, usage: Usage | None = None) -> None:
-        metrics = self._state.metrics
-        traffic = metrics.traffic
-        route = routed.rule.label
-        model = metrics.model_label(routed.requested_model)
-        elapsed = time.perf_counter() - started
-        metrics.child(traffic.backend_requests, route, model, arm.label, backend.label,
-                      str(status)).inc()
-        decision = opened.decision if opened is not None else None
-        pool = decision.pool.key if decision is not None else ""
-        endpoint = decision.endpoint.address if decision is not None else backend.label
-        target = decision.upstream_model if decision is not None else model
-        metrics.child(metrics.requests, route, model, metrics.model_label(target), pool,
-                      endpoint, str(status)).inc()
-        metrics.child(metrics.request_duration, route, model, pool).observe(elapsed)
-        provider = _provider_name(opened)
-        operation = _OPERATIONS[self._api(opened)]
-        metrics.child(traffic.operation_duration, operation, provider, model,
-                      backend.label).observe(elapsed)
-        if usage is not None and usage.seen:
-            if pool:
-                metrics.child(metrics.input_tokens, model, pool).inc(usage.prompt_tokens)
-                metrics.child(metrics.output_tokens, model, pool).inc(usage.completion_tokens)
-            for kind, tokens in (("input", usage.prompt_tokens),
-                                 ("output", usage.completion_tokens)):
-                metrics.child(traffic.token_usage, operation, provider, model, kind,
-                              backend.label).observe(tokens)
-
-    @staticmethod
-    def _api(opened: Opened | None) -> ClientApi:
-        return opened.api if opened is not None else ClientApi.CHAT
+        self._relay.count(routed, arm, backend, 499, started)
 
     def _note_skips(self, plan: AttemptPlan, route: str) -> None:
         for skip in plan.skipped:
@@ -588,16 +380,10 @@ def _pool_available(snapshot: GatewaySnapshot, cooldowns: Cooldowns | None
         return any(cooldowns.available(endpoint_key(pool.key, e), now) for e in pool.endpoints)
 
     return available
-_OPERATIONS = {ClientApi.CHAT: "chat", ClientApi.MESSAGES: "chat",
-               ClientApi.COMPLETIONS: "text_completion", ClientApi.EMBEDDINGS: "embeddings"}
 
 
-def _provider_name(opened: Opened | None) -> str:
-    """OpenTelemetry's ``gen_ai.provider.name``: well-known values for providers."""
-    if opened is None or opened.provider is None:
-        return "inferlane.pool"
-    return {"openai": "openai", "azure-openai": "azure.ai.openai", "anthropic": "anthropic"}.get(
-        opened.provider.type, "openai-compatible")
+
+
 
 
 def _too_long(ctx: RequestContext, windows: dict[BackendRef, int]) -> BadRequest:
@@ -606,12 +392,3 @@ def _too_long(ctx: RequestContext, windows: dict[BackendRef, int]) -> BadRequest
     return ContextWindowExceeded(
         f"The request needs about {needed} tokens (prompt estimate plus max_tokens), more than "
         f"the context window of every backend of this route ({known}).", param="messages")
-
-
-async def _write(response: web.StreamResponse, data: bytes) -> None:
-    if not data:
-        return
-    try:
-        await response.write(data)
-    except ConnectionResetError as exc:
-        raise _ClientGone(response) from exc
