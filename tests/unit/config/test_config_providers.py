@@ -501,3 +501,23 @@ def test_policies_apply_only_to_the_route_they_name(world: World) -> None:
     by_route = {rule.route: rule.failure.policy for rule in build_rules(world, patches, docs)}
     assert by_route == {"default/route": None, "default/other": "default/other-tp",
                         "team/route": "team/team-tp"}
+
+
+def test_the_bundled_providers_example_loads_and_builds_without_keys() -> None:
+    from importlib import resources
+
+    from inferlane.config.build import build_snapshot
+    from inferlane.config.loader import load_config_text
+    from inferlane.routing.backends import BackendKind
+
+    text = resources.files("inferlane").joinpath("examples/providers.yaml").read_text()
+    bundle = load_config_text(text, "providers.yaml")
+    assert bundle.warnings == ()
+    snapshot = build_snapshot(bundle, resolve_secrets=False)
+    (listener,) = snapshot.listeners
+    (rule,) = listener.routes.targets()
+    assert {b.kind for b in rule.backends.items} == {BackendKind.POOL, BackendKind.PROVIDER}
+    assert [b.label for b in rule.failure.fallbacks] == ["provider/default/openai",
+                                                        "provider/default/claude"]
+    assert rule.sticky_header == "x-user-id"
+    assert [m.fraction for m in rule.mirrors] == [0.1]
