@@ -158,15 +158,9 @@ def inferlane_config(listen_port: int, primary: Primary, provider_url: str,
 
 def start_inferlane(log_dir: Path, name: str, primary: Primary, provider_url: str,
                     gateway: GatewaySettings) -> peers.Launch:
-    executable = peers.inferlane_executable()
-    if executable is None:
-        raise peers.PeerError("no `inferlane` executable found")
     port = peers.free_port()
-    path = log_dir / f"{name}.yaml"
-    path.write_text(inferlane_config(port, primary, provider_url, gateway))
-    argv = [str(executable), "serve", "--config", str(path), "--port", str(port),
-            "--host", "127.0.0.1"]
-    launch = peers.Launch(name, peers.start_process(name, argv, log_dir), port)
+    launch = peers.launch_inferlane(log_dir, name,
+                                    inferlane_config(port, primary, provider_url, gateway), port)
     routing_peers.ready(launch, MODEL)
     return launch
 

@@ -435,6 +435,19 @@ def inferlane_executable() -> Path | None:
     return Path(found) if found else None
 
 
+def launch_inferlane(log_dir: Path, name: str, config: str, port: int, *,
+                     cpus: Sequence[int] = (), label: str | None = None) -> Launch:
+    """``inferlane serve`` on ``config`` (YAML text, written to ``log_dir/NAME.yaml``)."""
+    executable = inferlane_executable()
+    if executable is None:
+        raise PeerError("no `inferlane` executable found")
+    path = log_dir / f"{name}.yaml"
+    path.write_text(config)
+    argv = [str(executable), "serve", "--config", str(path), "--port", str(port),
+            "--host", "127.0.0.1"]
+    return Launch(label or name, start_process(name, argv, log_dir, cpus=cpus), port)
+
+
 def inferlane_serve_help() -> tuple[bool, str]:
     """Whether ``inferlane serve`` exists here, and its help text or the reason it does not."""
     executable = inferlane_executable()

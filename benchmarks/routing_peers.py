@@ -140,16 +140,10 @@ def validate_policy(log_dir: Path, fleet: SimFleet, policy: str, models: Sequenc
 
 def start_inferlane(log_dir: Path, fleet: SimFleet, policy: str, models: Sequence[str],
                     cpus: Sequence[int], model: str) -> peers.Launch:
-    executable = peers.inferlane_executable()
-    if executable is None:
-        raise peers.PeerError("no `inferlane` executable found")
     port = peers.free_port()
-    path = log_dir / f"inferlane-{policy}.yaml"
-    path.write_text(inferlane_config(port, fleet, policy, models))
-    argv = [str(executable), "serve", "--config", str(path), "--port", str(port),
-            "--host", "127.0.0.1"]
-    process = peers.start_process(f"inferlane-{policy}", argv, log_dir, cpus=cpus)
-    launch = peers.Launch(f"inferlane {policy}", process, port)
+    launch = peers.launch_inferlane(log_dir, f"inferlane-{policy}",
+                                    inferlane_config(port, fleet, policy, models), port,
+                                    cpus=cpus, label=f"inferlane {policy}")
     ready(launch, model)
     return launch
 
