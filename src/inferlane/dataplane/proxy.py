@@ -241,6 +241,9 @@ class InferenceProxy:
                     step = Step(StepKind.GIVE_UP, reason="no time left for another attempt")
                 if step.kind is StepKind.GIVE_UP:
                     traffic.gave_up.labels(rule.label, step.reason).inc()
+                    log.info("request %s: answering %s's %d after %d attempt(s): %s",
+                             ctx.request_id, backend.label, failed.status, plan.attempts,
+                             step.reason)
                     recorder.done(failed.status, Usage())
                     return self._failure_answer(failed, ctx, backend, plan, routed, arm, started,
                                                 charges)

@@ -156,8 +156,8 @@ class AttemptPlan:
             return Step(StepKind.GIVE_UP, reason="no fallback left")
         backend = self._advance(now)
         if backend is None:
-            return Step(StepKind.GIVE_UP, reason="every fallback is skipped (" + ", ".join(
-                f"{s.backend.label}: {s.reason}" for s in self.skipped) + ")")
+            # A fixed reason (it is a metric label); ``skipped`` says which and why.
+            return Step(StepKind.GIVE_UP, reason="every fallback is skipped")
         if not self._budget.try_spend(now, self._started):
             return Step(StepKind.GIVE_UP, reason="retry budget exhausted")
         self.attempts += 1

@@ -326,14 +326,14 @@ def test_fallback_skips_a_provider_in_cooldown_and_one_that_does_not_fit() -> No
     assert plan.skipped == [Skip(CLAUDE, "cooldown"), Skip(POOL_B, "context-window-exceeded")]
 
 
-def test_every_fallback_skipped_gives_up_naming_them() -> None:
+def test_every_fallback_skipped_gives_up_and_lists_them() -> None:
     cooldowns = Cooldowns()
     open_breaker(cooldowns, CLAUDE.label)
     plan = make_plan([OAI, CLAUDE, POOL], cooldowns=cooldowns, fits={POOL: 10}, prompt=100)
     plan.first(1.0)
     step = plan.failed(TIMEOUT, status=0, breaker_key=OAI.label, now=1.0)
-    assert step == Step(GIVE_UP, reason="every fallback is skipped (provider/default/claude: "
-                                        "cooldown, pool/default/pool: context-window-exceeded)")
+    assert step == Step(GIVE_UP, reason="every fallback is skipped")
+    assert plan.skipped == [Skip(CLAUDE, "cooldown"), Skip(POOL, "context-window-exceeded")]
     assert plan.attempts == 1
 
 
