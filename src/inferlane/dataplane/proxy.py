@@ -147,27 +147,8 @@ class InferenceProxy:
             # The attempt loop (inline: every await level costs each resume of the upstream
             # read), then the relay of the answer that ended it.
             traffic = state.metrics.traffic
-            rule = routed.rule
-            resilience = state.resilience.for_rule(rule)
-            windows = {b: w for b in routed.chain
-                       if (w := self._context_window(snapshot, b)) is not None}
-            fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
-                    if windows else _fits_any)
-            cooldowns = resilience.cooldowns
-            # A lone backend is tried however it cools down: only chains need the check.
-            available = (_pool_available(snapshot, cooldowns)
-                         if len(routed.chain) > 1 and cooldowns is not None else _pool_up)
-            plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
-                               cooldowns=cooldowns, fits=fits, pool_available=available)
-            backend = plan.first(time.monotonic())
-            cooling = [skip.backend for skip in plan.skipped if skip.reason == "cooldown"]
-            self._note_skips(plan, rule.label)
-            if backend is None:
-                if not cooling:
-                    raise _too_long(ctx, windows)
-                backend = cooling[0]  # every backend is cooling down: better than a 503
-                plan.force(backend)
-                ctx.cooling_allowed = True
+            cooldowns = state.resilience.for_rule(rule).cooldowns
+            plan, backend = self._plan(snapshot, routed, ctx)
             arm = routed.chain[0]
             recorder = PrimaryRecorder(mirror)
             previous: _Failed | None = None  # the last failure, answered if nothing else works
@@ -233,7 +214,7 @@ class InferenceProxy:
                                    retry_after=failed.retry_after,
                                    unit=state.router.draw(),
                                    same_possible=self._untried(snapshot, backend, ctx,
-                                                               resilience.cooldowns, now))
+                                                               cooldowns, now))
                 self._note_skips(plan, rule.label)
                 self._note_transitions(plan)
                 if step.kind is not StepKind.GIVE_UP and ctx.deadline is not None \
@@ -266,6 +247,33 @@ class InferenceProxy:
             # Unrouted: the model name is unchecked client input, so it stays out of labels.
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id, api)
+
+    def _plan(self, snapshot: GatewaySnapshot, routed: Routed,
+              ctx: RequestContext) -> tuple[AttemptPlan, BackendRef]:
+        """The request's attempt plan and its first backend (ContextWindowExceeded when no
+        backend's context window fits the request)."""
+        rule = routed.rule
+        resilience = self._state.resilience.for_rule(rule)
+        windows = {b: w for b in routed.chain
+                   if (w := self._context_window(snapshot, b)) is not None}
+        fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
+                if windows else _fits_any)
+        cooldowns = resilience.cooldowns
+        # A lone backend is tried however it cools down: only chains need the check.
+        available = (_pool_available(snapshot, cooldowns)
+                     if len(routed.chain) > 1 and cooldowns is not None else _pool_up)
+        plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
+                           cooldowns=cooldowns, fits=fits, pool_available=available)
+        backend = plan.first(time.monotonic())
+        cooling = [skip.backend for skip in plan.skipped if skip.reason == "cooldown"]
+        self._note_skips(plan, rule.label)
+        if backend is None:
+            if not cooling:
+                raise _too_long(ctx, windows)
+            backend = cooling[0]  # every backend is cooling down: better than a 503
+            plan.force(backend)
+            ctx.cooling_allowed = True
+        return plan, backend
 
     @staticmethod
     def _own_failure(error: RequestError, backend: BackendRef,
