@@ -13,6 +13,7 @@ starts the gateway on the config's listener, then:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.resources
 import sys
 import time
@@ -72,11 +73,8 @@ def _renumber_servers(bundle: ConfigBundle, first_port: int) -> ConfigBundle:
             update={"address": f"{server.spec.host}:{first_port + index}"})})
         for index, server in enumerate(bundle.model_servers)
     )
-    return ConfigBundle(
-        gateways=bundle.gateways, http_routes=bundle.http_routes,
-        inference_pools=bundle.inference_pools, model_servers=servers,
-        model_rewrites=bundle.model_rewrites, warnings=bundle.warnings, source=bundle.source,
-    )
+    # Everything else as it was (picker configs, objectives, policies, providers ...).
+    return dataclasses.replace(bundle, model_servers=servers)
 
 
 async def _start_fleets(bundle: ConfigBundle) -> list[Fleet]:
