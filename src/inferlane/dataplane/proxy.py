@@ -196,8 +196,13 @@ class InferenceProxy:
                 if isinstance(outcome, Opened):
                     status = outcome.upstream.status
                     # Auth and not-found errors are the answer (a retry would hide a misconfig).
-                    failed = (None if status < 400 or status in (401, 403, 404)
-                              else await self._check(outcome))
+                    try:
+                        failed = (None if status < 400 or status in (401, 403, 404)
+                                  else await self._check(outcome))
+                    except asyncio.CancelledError:  # the client left while we read the error
+                        self._abandoned(routed, arm, backend, started)
+                        recorder.done(499, Usage())
+                        raise
                     if failed is None:
                         plan.succeeded(outcome.breaker_key, time.monotonic())
                         self._note_transitions(plan)
@@ -236,6 +241,7 @@ class InferenceProxy:
                             await asyncio.sleep(step.delay)
                         except asyncio.CancelledError:
                             self._abandoned(routed, arm, backend, started)
+                            recorder.done(499, Usage())
                             raise
                 else:
                     traffic.fallbacks.labels(rule.label, backend.label, step.backend.label,
@@ -291,12 +297,19 @@ class InferenceProxy:
         """An error status the plan may retry, its body read (to classify it) and kept."""
         upstream = opened.upstream
         status = upstream.status
+        chunks: list[bytes] = []
+        size = 0
         try:
-            payload = await upstream.read()
+            async for chunk in upstream.iter_chunks():  # bounded: an error body is small
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= MAX_ERROR_BODY:
+                    break  # the rest is dropped with the connection
         except UpstreamError:
-            payload = b""
-        opened.finish(Usage())
-        payload = payload[:MAX_ERROR_BODY]
+            pass  # what arrived is all there is to classify
+        finally:
+            opened.finish(Usage())  # also when the client leaves meanwhile
+        payload = b"".join(chunks)[:MAX_ERROR_BODY]
         failure = classify_status(status, payload)
         if opened.translation is not None:
             payload = opened.translation.error(status, payload)
