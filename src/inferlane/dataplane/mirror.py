@@ -90,7 +90,8 @@ class MirrorRun:
                    target: MirrorTarget, shadow: _Shadow, key: tuple[str, int]) -> None:
         timeout = routed.rule.failure.mirror_timeout
         copy = dataclasses.replace(ctx, request_id=f"{ctx.request_id}-mirror", tried=set(),
-                                   deadline=time.monotonic() + timeout, explain=1, endpoint="")
+                                   deadline=time.monotonic() + timeout, explain=1, endpoint="",
+                                   cooling_allowed=False)
         opened: Opened | None = None
         usage = Usage()
         text = AnswerText()
