@@ -201,7 +201,7 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
         exchange = pool_exchange(ctx.api, ctx.document, ctx.body, decision.upstream_model,
                                  decision.upstream_path, rewritten=decision.model_rewritten)
         endpoint = decision.endpoint
-        if cooldowns is not None:  # takes a half-open endpoint's probe slot
+        if cooldowns is not None and not cooldowns.quiet:  # a half-open endpoint's probe slot
             cooldowns.allow(endpoint_key(pool.key, endpoint), now)
         ctx.tried.add(endpoint.address)
         ctx.endpoint = endpoint.address
