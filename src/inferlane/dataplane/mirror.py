@@ -23,6 +23,7 @@ from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
 from inferlane.dataplane.state import GatewayState
 from inferlane.errors import RequestError, RequestShed, UpstreamTimeout
 from inferlane.providers.answer_text import AnswerText
+from inferlane.routing.backends import BackendRef
 from inferlane.routing.objectives import Objective
 from inferlane.routing.resilience import MirrorTarget
 from inferlane.routing.router import GatewaySnapshot, Routed
@@ -120,8 +121,8 @@ class MirrorRun:
                         payload = translation.body(payload)
                     usage = usage_from_body(payload)
                     text.body(payload)
-                if translation is not None and translation.usage_seen:
-                    usage = Usage(translation.prompt_tokens, translation.completion_tokens, True)
+                if translation is not None:
+                    usage.take(translation.usage)
             shadow.outcome = Outcome(status=upstream.status, latency=time.monotonic() - started,
                                      ttft=ttft, output_tokens=usage.completion_tokens
                                      if usage.seen else None, text=text.text)
@@ -190,11 +191,8 @@ class PrimaryRecorder:
                 text=self._text.text))
 
 
-def _served_model(snapshot: GatewaySnapshot, routed: Routed, backend: object) -> str:
+def _served_model(snapshot: GatewaySnapshot, routed: Routed, backend: BackendRef) -> str:
     """The model name a backend is asked for (provider override, else the client's)."""
-    from inferlane.routing.backends import BackendRef
-
-    assert isinstance(backend, BackendRef)
     if not backend.is_pool:
         provider = snapshot.providers.get(backend.key)
         if provider is not None and provider.model_name_override:

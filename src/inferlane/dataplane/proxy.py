@@ -29,18 +29,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
-from inferlane.dataplane.attempt import (
-    Opened,
-    RequestContext,
-    endpoint_key,
-    open_pool,
-    open_provider,
-)
+from inferlane.dataplane.attempt import Opened, RequestContext, open_pool, open_provider, usable
 from inferlane.dataplane.h1client import UpstreamError
 from inferlane.dataplane.mirror import MirrorRun, PrimaryRecorder
 from inferlane.dataplane.rate_limiting import Charge
 from inferlane.dataplane.relay import ATTEMPTS_HEADER, BACKEND_HEADER, Relay
 from inferlane.dataplane.request import error_response, parse_request, read_body, time_budget
+from inferlane.dataplane.resilience import RuleResilience
 from inferlane.dataplane.sse import Usage
 from inferlane.dataplane.state import GatewayState
 from inferlane.errors import (
@@ -70,11 +65,11 @@ log = logging.getLogger("inferlane.proxy")
 DEBUG_HEADER = "x-inferlane-debug"
 DEBUG_CANDIDATES = 3  # candidates explained in x-inferlane-scores
 MAX_ERROR_BODY = 1024 * 1024  # an upstream error body read to classify it
-# Failures of our own making, by class (None: the answer, not a backend failure).
+# Failures of our own making, by class (others are classified by their status).
 _OWN_ERRORS: dict[type[RequestError], FailureClass] = {
     UpstreamConnectError: FailureClass.CONNECT, UpstreamTimeout: FailureClass.TIMEOUT,
     RequestShed: FailureClass.RATE_LIMITED, QueueFull: FailureClass.SERVER_ERROR,
-    QueueTimeout: FailureClass.SERVER_ERROR, NoEndpointAvailable: FailureClass.SERVER_ERROR,
+    QueueTimeout: FailureClass.SERVER_ERROR,
 }
 
 
@@ -147,8 +142,9 @@ class InferenceProxy:
             # The attempt loop (inline: every await level costs each resume of the upstream
             # read), then the relay of the answer that ended it.
             traffic = state.metrics.traffic
-            cooldowns = state.resilience.for_rule(rule).cooldowns
-            plan, backend = self._plan(snapshot, routed, ctx)
+            resilience = state.resilience.for_rule(rule)
+            cooldowns = resilience.cooldowns
+            plan, backend = self._plan(snapshot, routed, ctx, resilience)
             arm = routed.chain[0]
             recorder = PrimaryRecorder(mirror)
             previous: _Failed | None = None  # the last failure, answered if nothing else works
@@ -254,12 +250,11 @@ class InferenceProxy:
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id, api)
 
-    def _plan(self, snapshot: GatewaySnapshot, routed: Routed,
-              ctx: RequestContext) -> tuple[AttemptPlan, BackendRef]:
+    def _plan(self, snapshot: GatewaySnapshot, routed: Routed, ctx: RequestContext,
+              resilience: RuleResilience) -> tuple[AttemptPlan, BackendRef]:
         """The request's attempt plan and its first backend (ContextWindowExceeded when no
         backend's context window fits the request)."""
         rule = routed.rule
-        resilience = self._state.resilience.for_rule(rule)
         windows = {b: w for b in routed.chain
                    if (w := self._context_window(snapshot, b)) is not None}
         fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
@@ -369,10 +364,8 @@ class InferenceProxy:
         if not backend.is_pool:
             return True
         pool = snapshot.pools.get(backend.key)
-        return pool is not None and any(
-            e.address not in ctx.tried
-            and (cooldowns is None or cooldowns.available(endpoint_key(pool.key, e), now))
-            for e in pool.endpoints)
+        return pool is not None and bool(usable(pool.endpoints, pool.key, ctx.tried, cooldowns,
+                                                now))
 
     def _context_window(self, snapshot: GatewaySnapshot, backend: BackendRef) -> int | None:
         if backend.is_pool:
@@ -399,15 +392,11 @@ def _pool_available(snapshot: GatewaySnapshot, cooldowns: Cooldowns | None
     moves on without spending an attempt, and a timeout, on a pool known to be down)."""
     def available(backend: BackendRef, now: float) -> bool:
         pool = snapshot.pools.get(backend.key)
-        if cooldowns is None or cooldowns.quiet or pool is None or not pool.endpoints:
-            return True
-        return any(cooldowns.available(endpoint_key(pool.key, e), now) for e in pool.endpoints)
+        if pool is None or not pool.endpoints:
+            return True  # nothing known to be cooling: the attempt says what is wrong
+        return bool(usable(pool.endpoints, pool.key, set(), cooldowns, now))
 
     return available
-
-
-
-
 
 
 def _too_long(ctx: RequestContext, windows: dict[BackendRef, int]) -> BadRequest:

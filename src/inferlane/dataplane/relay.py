@@ -54,8 +54,8 @@ class Relay:
         self._state = state
 
     async def answer(self, request: web.Request, opened: Opened, ctx: RequestContext,
-                      routed: Routed, arm: BackendRef, attempts: int, started: float,
-                      charges: list[Charge], recorder: PrimaryRecorder) -> web.StreamResponse:
+                     routed: Routed, arm: BackendRef, attempts: int, started: float,
+                     charges: list[Charge], recorder: PrimaryRecorder) -> web.StreamResponse:
         state = self._state
         upstream = opened.upstream
         status = upstream.status
@@ -64,16 +64,13 @@ class Relay:
         try:
             if (upstream.header("content-type") or "").startswith("text/event-stream"):
                 return await self._stream(request, opened, headers, ctx, routed, started,
-                                                usage, recorder)
+                                          usage, recorder)
             payload = await upstream.read()
             translation = opened.translation
             if translation is not None:
                 payload = translation.body(payload) if status < 400 else \
                     translation.error(status, payload)
-                if translation.usage_seen:
-                    usage.prompt_tokens = translation.prompt_tokens
-                    usage.completion_tokens = translation.completion_tokens
-                    usage.seen = True
+                usage.take(translation.usage)
             elif status == 200:
                 usage = usage_from_body(payload)
             recorder.body(payload)
@@ -111,7 +108,7 @@ class Relay:
                  attempts: int) -> CIMultiDict[str]:
         drop = HOP_BY_HOP if opened.provider is None else _PROVIDER_DROP
         headers = [(name, value) for name, value in opened.upstream.headers
-                   if name.lower() not in drop and name.lower() != "content-length"]
+                   if name.lower() not in drop]  # content-length is hop-by-hop here too
         headers.append(("x-request-id", ctx.request_id))
         headers.append((BACKEND_HEADER, opened.backend.label))
         headers.append((ATTEMPTS_HEADER, str(attempts)))
@@ -125,13 +122,13 @@ class Relay:
             headers = apply_modifier(modifier, headers)
         return CIMultiDict(headers)
 
-    async def _stream(self, request: web.Request, opened: Opened,
-                            headers: CIMultiDict[str], ctx: RequestContext, routed: Routed,
-                            started: float, usage: Usage,
-                            recorder: PrimaryRecorder) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, opened: Opened, headers: CIMultiDict[str],
+                      ctx: RequestContext, routed: Routed, started: float, usage: Usage,
+                      recorder: PrimaryRecorder) -> web.StreamResponse:
         upstream = opened.upstream
         translation = opened.translation
-        scanner = SseUsageScanner() if translation is None else None
+        # Untranslated streams carry OpenAI usage chunks; the scanner fills ``usage`` itself.
+        scanner = SseUsageScanner(usage) if translation is None else None
         timing = opened.timing
         decision = opened.decision
         response = web.StreamResponse(status=upstream.status, headers=headers)
@@ -176,14 +173,8 @@ class Relay:
                     "code": "upstream_stream_interrupted"}}) + b"\n\n"
             await _write(response, frame)
         finally:
-            if scanner is not None and scanner.usage.seen:
-                usage.prompt_tokens = scanner.usage.prompt_tokens
-                usage.completion_tokens = scanner.usage.completion_tokens
-                usage.seen = True
-            elif translation is not None and translation.usage_seen:
-                usage.prompt_tokens = translation.prompt_tokens
-                usage.completion_tokens = translation.completion_tokens
-                usage.seen = True
+            if translation is not None:
+                usage.take(translation.usage)
         try:
             await response.write_eof()
         except ConnectionResetError as exc:

@@ -51,9 +51,9 @@ def usage_from_body(body: bytes) -> Usage:
 class SseUsageScanner:
     __slots__ = ("_tail", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, usage: Usage | None = None) -> None:
         self._tail = b""
-        self.usage = Usage()
+        self.usage = usage if usage is not None else Usage()  # filled in place
 
     def feed(self, chunk: bytes) -> None:
         data = self._tail + chunk if self._tail else chunk

@@ -40,7 +40,6 @@ class GatewayState:
     resilience: ResilienceState = field(default_factory=ResilienceState)
     shadow: ShadowStats = field(default_factory=ShadowStats)
     mirror_in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
-    _retiring: set[asyncio.Task[None]] = field(default_factory=set)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def swap(self, snapshot: GatewaySnapshot) -> None:
@@ -73,7 +72,8 @@ class GatewayState:
                 self._later(RETIRE_SECONDS, limiter.close)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``work`` in the background (mirror copies); cancelled at shutdown."""
+        """Run ``work`` in the background (mirror copies, retiring limiters); cancelled at
+        shutdown."""
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -91,17 +91,16 @@ class GatewayState:
             await close()
 
         try:
-            task = asyncio.get_running_loop().create_task(run())
+            asyncio.get_running_loop()
         except RuntimeError:  # no loop (building a state in a test): nothing to close later
             return
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self.spawn(run())
 
     async def close(self) -> None:
         """Stop timers and close rate-limit backends (gateway shutdown)."""
         for gate in self.gates.values():
             gate.close()
-        for task in list(self._retiring) + list(self._background):
+        for task in list(self._background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -168,6 +168,14 @@ class Translation:
         self.completion_tokens = 0
         self.usage_seen = False
 
+    @property
+    def usage(self) -> dict[str, int] | None:
+        """The counts seen so far, in OpenAI's shape (what ``dataplane.sse.Usage.take``
+        reads), or None before any."""
+        if not self.usage_seen:
+            return None
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
     def body(self, payload: bytes) -> bytes:
         try:
             document = orjson.loads(payload)

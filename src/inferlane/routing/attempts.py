@@ -91,8 +91,8 @@ class AttemptPlan:
         self.transitions: list[Transition] = []  # breaker changes to log and count
 
     def first(self, now: float) -> BackendRef | None:
-        """The first backend to try; None when every one was skipped (then the caller may
-        try ``self.chain[0]`` anyway or answer 503)."""
+        """The first backend to try; None when every one was skipped (``skipped`` says why:
+        the caller may ``force`` a cooling one, or answer that nothing fits)."""
         self._budget.record_request(now)
         self._started = now
         backend = self._advance(now)
