@@ -42,6 +42,7 @@ from typing import Any
 
 from inferlane.scheduling.interfaces import PickRequest
 from inferlane.scheduling.plugins.params import Params
+from inferlane.scheduling.plugins.scorer.normalize import relative_to_best
 from inferlane.scheduling.plugins.scorer.prefix_cache import index_from_params
 from inferlane.scheduling.prefix_index import DEFAULT_CHARS_PER_TOKEN, PrefixIndex
 from inferlane.scheduling.types import EndpointState
@@ -116,11 +117,7 @@ class PredictedLatencyScorer:
         return out
 
     def score(self, request: PickRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        estimates = self.estimates(request, candidates)
-        if not estimates:
-            return []
-        best = max(min(estimates), _FLOOR)
-        return [best / e if e > _FLOOR else 1.0 for e in estimates]
+        return relative_to_best(self.estimates(request, candidates), _FLOOR)
 
     def picked(self, request: PickRequest, state: EndpointState) -> None:
         if self._owns_index:

@@ -32,6 +32,7 @@ from typing import Any
 
 from inferlane.scheduling.interfaces import PickRequest
 from inferlane.scheduling.plugins.params import Params
+from inferlane.scheduling.plugins.scorer.normalize import relative_to_best
 from inferlane.scheduling.plugins.scorer.prefix_cache import index_from_params
 from inferlane.scheduling.prefix_index import DEFAULT_CHARS_PER_TOKEN, PrefixIndex
 from inferlane.scheduling.types import EndpointState
@@ -71,11 +72,7 @@ class PrefillLoadScorer:
         return out
 
     def score(self, request: PickRequest, candidates: Sequence[EndpointState]) -> list[float]:
-        work = self.work(request, candidates)
-        if not work:
-            return []
-        best = max(min(work), 1.0)
-        return [best / w if w > best else 1.0 for w in work]
+        return relative_to_best(self.work(request, candidates), 1.0)
 
     def picked(self, request: PickRequest, state: EndpointState) -> None:
         if self._owns_index:
