@@ -425,6 +425,10 @@ def test_exhausted_retry_budget_answers_the_failure_without_fallback(
     assert counters.added("inferlane_retries_exhausted_total", route=route_label("r-budget"),
                           reason="retry budget exhausted") == 1
     assert counters.added("inferlane_fallbacks_total", route=route_label("r-budget")) == 0
+    # The answered failure is labelled with the provider that gave it, not as a pool's.
+    assert counters.added("gen_ai_server_request_duration_seconds_count",
+                          gen_ai_operation_name="chat", gen_ai_provider_name="openai",
+                          inferlane_backend=PRIMARY) == 1
 
 
 def breaker(gateway: GatewayProcess, rule: str, key: str) -> dict[str, Any] | None:

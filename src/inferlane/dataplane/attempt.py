@@ -112,7 +112,6 @@ class Opened:
     breaker_key: str  # the circuit breaker this attempt reports to
     where: str  # "endpoint A of InferencePool P" / "provider P at host:port"
     timing: StreamTiming
-    api: ClientApi = ClientApi.CHAT
     decision: RoutingDecision | None = None  # pools
     provider: ProviderRuntime | None = None
     _state: GatewayState | None = None
@@ -231,7 +230,7 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
             raise
         return Opened(backend=backend, upstream=upstream, translation=exchange.translation,
                       breaker_key=endpoint_key(pool.key, endpoint), where=where, timing=timing,
-                      api=ctx.api, decision=decision, _state=state)
+                      decision=decision, _state=state)
     finally:
         release()
 
@@ -256,8 +255,7 @@ async def open_provider(state: GatewayState, snapshot: GatewaySnapshot, backend:
             "POST", provider.host, provider.port, exchange.path, headers, exchange.body,
             budget=timeout, tls=provider.tls, connect_timeout=provider.connect_timeout)
     return Opened(backend=backend, upstream=upstream, translation=exchange.translation,
-                  breaker_key=backend.label, where=where, timing=timing, api=ctx.api,
-                  provider=provider)
+                  breaker_key=backend.label, where=where, timing=timing, provider=provider)
 
 
 def pool_headers(ctx: RequestContext, decision: RoutingDecision) -> list[tuple[str, str]]:

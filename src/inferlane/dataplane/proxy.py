@@ -52,6 +52,7 @@ from inferlane.errors import (
     UpstreamTimeout,
 )
 from inferlane.providers.exchange import ClientApi
+from inferlane.providers.runtime import ProviderRuntime
 from inferlane.routing.attempts import AttemptPlan, Step, StepKind, fits_context
 from inferlane.routing.backends import BackendRef
 from inferlane.routing.cooldown import Cooldowns
@@ -150,8 +151,9 @@ class InferenceProxy:
             previous: _Failed | None = None  # the last failure, answered if nothing else works
             previous_backend = backend
             while True:
-                # Cooling endpoints are better than none when nothing else is left.
-                ctx.cooling_allowed = ctx.cooling_allowed or plan.last
+                # Cooling endpoints are better than none when nothing else is left (also when
+                # every backend was cooling and the plan was forced onto one).
+                ctx.cooling_allowed = plan.last
                 ctx.endpoint = ""
                 outcome: Opened | tuple[_Failed, str]
                 try:
@@ -160,7 +162,7 @@ class InferenceProxy:
                     else:
                         outcome = await open_provider(state, snapshot, backend, ctx)
                 except asyncio.CancelledError:  # the client left before any answer
-                    self._abandoned(routed, arm, backend, started)
+                    self._abandoned(routed, arm, backend, started, ctx)
                     recorder.done(499, Usage())
                     raise
                 except (BadRequest, NoEndpointAvailable) as error:
@@ -196,7 +198,7 @@ class InferenceProxy:
                         failed = (None if status < 400 or status in (401, 403, 404)
                                   else await self._check(outcome))
                     except asyncio.CancelledError:  # the client left while we read the error
-                        self._abandoned(routed, arm, backend, started)
+                        self._abandoned(routed, arm, backend, started, ctx)
                         recorder.done(499, Usage())
                         raise
                     if failed is None:
@@ -236,7 +238,7 @@ class InferenceProxy:
                         try:
                             await asyncio.sleep(step.delay)
                         except asyncio.CancelledError:
-                            self._abandoned(routed, arm, backend, started)
+                            self._abandoned(routed, arm, backend, started, ctx)
                             recorder.done(499, Usage())
                             raise
                 else:
@@ -273,7 +275,6 @@ class InferenceProxy:
                 raise _too_long(ctx, windows)
             backend = cooling[0]  # every backend is cooling down: better than a 503
             plan.force(backend)
-            ctx.cooling_allowed = True
         return plan, backend
 
     @staticmethod
@@ -322,7 +323,8 @@ class InferenceProxy:
         extra = {BACKEND_HEADER: backend.label, ATTEMPTS_HEADER: str(plan.attempts)}
         if failed.endpoint:
             extra["x-inferlane-endpoint"] = failed.endpoint
-        self._relay.count(routed, arm, backend, failed.status, started)
+        self._relay.count(routed, arm, backend, failed.status, started, ctx.api,
+                          self._provider(backend))
         if charges and self._state.rate_limits is not None:
             self._state.rate_limits.charge_soon(charges, ctx.prompt.prompt_tokens)
         if failed.error is not None:
@@ -335,11 +337,15 @@ class InferenceProxy:
         headers.setdefault("content-type", "application/json")
         return web.Response(status=failed.status, body=failed.body, headers=headers)
 
-    def _abandoned(self, routed: Routed, arm: BackendRef, backend: BackendRef,
-                   started: float) -> None:
+    def _abandoned(self, routed: Routed, arm: BackendRef, backend: BackendRef, started: float,
+                   ctx: RequestContext) -> None:
         metrics = self._state.metrics
         metrics.child(metrics.client_disconnects, backend.key if backend.is_pool else "").inc()
-        self._relay.count(routed, arm, backend, 499, started)
+        self._relay.count(routed, arm, backend, 499, started, ctx.api, self._provider(backend))
+
+    def _provider(self, backend: BackendRef) -> ProviderRuntime | None:
+        """The provider a backend names (None for a pool), for metric labels."""
+        return None if backend.is_pool else self._state.snapshot.providers.get(backend.key)
 
     def _note_skips(self, plan: AttemptPlan, route: str) -> None:
         for skip in plan.skipped:

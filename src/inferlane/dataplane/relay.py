@@ -27,6 +27,7 @@ from inferlane.dataplane.sse import SseUsageScanner, Usage, usage_from_body
 from inferlane.dataplane.state import GatewayState
 from inferlane.errors import RequestError
 from inferlane.providers.exchange import ClientApi
+from inferlane.providers.runtime import ProviderRuntime
 from inferlane.routing.backends import BackendRef
 from inferlane.routing.router import Routed
 
@@ -91,7 +92,8 @@ class Relay:
         finally:
             opened.finish(usage)
             recorder.done(status, usage)
-            self.count(routed, arm, opened.backend, status, started, opened, usage)
+            self.count(routed, arm, opened.backend, status, started, ctx.api, opened.provider,
+                       opened, usage)
             if charges and state.rate_limits is not None:
                 # Without a usage report (a stream that did not ask for it) the prompt
                 # estimate is all there is to charge.
@@ -143,7 +145,7 @@ class Relay:
                 if first:
                     first = False
                     timing.first_chunk = timing.last_chunk
-                    self._first_token(opened, routed, started)
+                    self._first_token(opened, ctx, routed, started)
                     recorder.first_token(timing.first_chunk - timing.dispatched)
                 if scanner is not None:
                     scanner.feed(chunk)
@@ -181,7 +183,8 @@ class Relay:
             raise _ClientGone(response) from exc
         return response
 
-    def _first_token(self, opened: Opened, routed: Routed, started: float) -> None:
+    def _first_token(self, opened: Opened, ctx: RequestContext, routed: Routed,
+                     started: float) -> None:
         state = self._state
         metrics = state.metrics
         timing = opened.timing
@@ -189,8 +192,9 @@ class Relay:
         assert timing.first_chunk is not None
         ttft = time.perf_counter() - started
         model = metrics.model_label(routed.requested_model)
-        metrics.child(metrics.traffic.time_to_first_token, _OPERATIONS[self._api(opened)],
-                      _provider_name(opened), model, opened.backend.label).observe(ttft)
+        metrics.child(metrics.traffic.time_to_first_token, _OPERATIONS[ctx.api],
+                      _provider_name(opened.provider), model,
+                      opened.backend.label).observe(ttft)
         if decision is None:
             return
         if decision.pool.needs_metrics:
@@ -206,7 +210,9 @@ class Relay:
                           "met" if ttft <= target else "missed").inc()
 
     def count(self, routed: Routed, arm: BackendRef, backend: BackendRef, status: int,
-               started: float, opened: Opened | None = None, usage: Usage | None = None) -> None:
+              started: float, api: ClientApi, provider: ProviderRuntime | None,
+              opened: Opened | None = None, usage: Usage | None = None) -> None:
+        """Record one answered request; ``provider`` is the backend's, None for a pool."""
         metrics = self._state.metrics
         traffic = metrics.traffic
         route = routed.rule.label
@@ -221,9 +227,9 @@ class Relay:
         metrics.child(metrics.requests, route, model, metrics.model_label(target), pool,
                       endpoint, str(status)).inc()
         metrics.child(metrics.request_duration, route, model, pool).observe(elapsed)
-        provider = _provider_name(opened)
-        operation = _OPERATIONS[self._api(opened)]
-        metrics.child(traffic.operation_duration, operation, provider, model,
+        provider_name = _provider_name(provider)
+        operation = _OPERATIONS[api]
+        metrics.child(traffic.operation_duration, operation, provider_name, model,
                       backend.label).observe(elapsed)
         if usage is not None and usage.seen:
             if pool:
@@ -231,24 +237,20 @@ class Relay:
                 metrics.child(metrics.output_tokens, model, pool).inc(usage.completion_tokens)
             for kind, tokens in (("input", usage.prompt_tokens),
                                  ("output", usage.completion_tokens)):
-                metrics.child(traffic.token_usage, operation, provider, model, kind,
+                metrics.child(traffic.token_usage, operation, provider_name, model, kind,
                               backend.label).observe(tokens)
-
-    @staticmethod
-    def _api(opened: Opened | None) -> ClientApi:
-        return opened.api if opened is not None else ClientApi.CHAT
 
 
 _OPERATIONS = {ClientApi.CHAT: "chat", ClientApi.MESSAGES: "chat",
                ClientApi.COMPLETIONS: "text_completion", ClientApi.EMBEDDINGS: "embeddings"}
 
 
-def _provider_name(opened: Opened | None) -> str:
+def _provider_name(provider: ProviderRuntime | None) -> str:
     """OpenTelemetry's ``gen_ai.provider.name``: well-known values for providers."""
-    if opened is None or opened.provider is None:
+    if provider is None:
         return "inferlane.pool"
     return {"openai": "openai", "azure-openai": "azure.ai.openai", "anthropic": "anthropic"}.get(
-        opened.provider.type, "openai-compatible")
+        provider.type, "openai-compatible")
 
 
 async def _write(response: web.StreamResponse, data: bytes) -> None:
