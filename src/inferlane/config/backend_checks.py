@@ -1,4 +1,4 @@
-"""Cross-resource checks of backend references and TrafficPolicies.
+"""Cross-resource checks of backend references, Providers and TrafficPolicies.
 
 A backend is an ``InferencePool`` (group inference.networking.k8s.io) or a ``Provider`` (group
 inferlane.dev). The same rules hold wherever one is named: an HTTPRoute's ``backendRefs``, a
@@ -75,7 +75,7 @@ def backend_referenced(index: Index, kind: str, namespace: str, name: str) -> bo
         for ref in policy.spec.fallback.backend_refs)
 
 
-def check_traffic_policies(items: Sequence[Loaded], index: Index, findings: Findings) -> None:
+def check_providers_and_policies(items: Sequence[Loaded], index: Index, findings: Findings) -> None:
     targeted: dict[tuple[str, str, str | None], str] = {}
     for item in items:
         policy = item.resource

@@ -20,7 +20,7 @@ from inferlane.config.attachment import attached_listeners
 from inferlane.config.backend_checks import (
     backend_referenced,
     check_backend_ref,
-    check_traffic_policies,
+    check_providers_and_policies,
 )
 from inferlane.config.checks_index import (
     Findings,
@@ -88,7 +88,7 @@ def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
     _check_rewrites([i for i in items if isinstance(i.resource, InferenceModelRewrite)], index,
                     findings)
     check_policies(items, index, findings)
-    check_traffic_policies(items, index, findings)
+    check_providers_and_policies(items, index, findings)
 
 
 def _check_annotations(item: Loaded, findings: Findings) -> None:
