@@ -9,6 +9,8 @@ The tree::
     └── RequestError                    answered to an API client as OpenAI error JSON
         ├── BadRequest                  400 invalid_request_error  (bad JSON, bad/missing model)
         │   └── ContextWindowExceeded       context_length_exceeded (no backend's window fits)
+        ├── Unauthorized                401 authentication_error   (admin call without the token)
+        ├── Forbidden                   403 permission_error       (admin calls not enabled)
         ├── NotFound                    404 invalid_request_error  (unknown path)
         ├── ModelNotFound               404 invalid_request_error  (no route serves the model)
         ├── MethodNotAllowed            405 invalid_request_error
@@ -129,6 +131,18 @@ class BadRequest(RequestError):
 
 class ContextWindowExceeded(BadRequest):
     code = "context_length_exceeded"
+
+
+class Unauthorized(RequestError):
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_admin_token"
+
+
+class Forbidden(RequestError):
+    status = 403
+    error_type = "permission_error"
+    code = "admin_disabled"
 
 
 class NotFound(RequestError):

@@ -513,18 +513,28 @@ def test_refused_endpoint_is_retried_on_another_endpoint_of_the_pool(
                           **{"class": "connect-failure"}) == retried
 
 
-def test_refused_endpoint_is_retried_when_the_route_never_saw_it_alive(
+def test_a_refused_endpoint_is_ejected_for_every_route_of_the_pool(
         fallback: FallbackStack) -> None:
-    kill_victim(fallback)  # the route below never sent the victim anything while it lived
+    """Passive health belongs to the pool, not the route: a route first used after the victim
+    died pays at most the outlier threshold (5 consecutive failures) in retries, shared with
+    every other route of the pool, then the victim is out of selection."""
+    kill_victim(fallback)
     counters = Counters(fallback.gateway)
 
     replies = [post_chat(fallback.gateway, M_PAIR_COLD, content=f"cold {i}") for i in range(10)]
 
-    assert counters.added("inferlane_retries_total", route=route_label("r-pair-cold"),
-                          backend=pool_label("pool-pair"), reason="connect-failure") >= 1
     for reply in replies:
         assert reply.status == 200, reply.describe()
         assert reply.endpoint == fallback.survivor.address
+    retried = counters.added("inferlane_retries_total", route=route_label("r-pair-cold"),
+                             backend=pool_label("pool-pair"), reason="connect-failure")
+    assert retried <= 5
+    (pool,) = [p for p in admin_json(fallback.gateway, "/admin/health")["pools"]
+               if p["pool"] == "default/pool-pair"]
+    victim_address = fallback.victim.replicas[0].address
+    (victim,) = [e for e in pool["endpoints"] if e["endpoint"] == victim_address]
+    assert victim["ejected"]
+    assert not victim["routable"]
 
 
 def test_a_fallback_that_cannot_carry_the_request_is_passed_over(

@@ -1,4 +1,4 @@
-"""``inferlane`` command line: serve, validate, sim, demo.
+"""``inferlane`` command line: serve, validate, sim, demo, health, probe, ...
 
 Each subcommand lives in its own module; this one only parses arguments and dispatches.
 """
@@ -14,7 +14,7 @@ from inferlane import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    from inferlane.cli import bench, demo, serve, shadow_report, validate
+    from inferlane.cli import bench, demo, health, probe, serve, shadow_report, validate
     from inferlane.sim import command as sim
 
     parser = argparse.ArgumentParser(
@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         "shadow-report", help="compare shadow (mirror) backends with their primaries",
         description="Read a running gateway's shadow statistics (GET /admin/shadow) and print "
                     "one row per (primary model, shadow model) pair."))
+    health.configure_parser(commands.add_parser(
+        "health", help="show a running gateway's health verdicts",
+        description="Read a running gateway's health report (GET /admin/health) and print "
+                    "pool, endpoint, monitor and region verdicts as a table."))
+    probe.configure_parser(commands.add_parser(
+        "probe", help="run a probe agent for another region",
+        description="Run the monitors a gateway assigns to REGION from this host and report "
+                    "the results to the gateway (needs the gateway's admin token)."))
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from inferlane.cli.runtime import run as run_async
@@ -15,9 +16,12 @@ from inferlane.dataplane.server import GatewayServer, ServerOptions
 from inferlane.dataplane.upstream import UpstreamOptions
 from inferlane.endpoints import EndpointStore
 from inferlane.errors import ConfigError
+from inferlane.health.settings import GATEWAY_REGION
 from inferlane.routing.router import GatewaySnapshot
 
 log = logging.getLogger("inferlane")
+
+ADMIN_TOKEN_ENV = "INFERLANE_ADMIN_TOKEN"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +49,12 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds after which an endpoint's metrics are stale and it counts "
                              "as saturated (default: 2)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--region", default=GATEWAY_REGION,
+                        help="this gateway's health vantage point: it runs the monitors of "
+                             f"HealthCheckPolicies listing it (default: {GATEWAY_REGION})")
+    parser.add_argument("--admin-token-file", default=None,
+                        help="file holding the token that probe agents and drain calls send "
+                             f"(default: ${ADMIN_TOKEN_ENV}; unset: those calls are refused)")
 
 
 def server_options(args: argparse.Namespace, *, host: str, port: int | None) -> ServerOptions:
@@ -56,7 +66,24 @@ def server_options(args: argparse.Namespace, *, host: str, port: int | None) -> 
             connect_timeout=args.connect_timeout, read_timeout=args.read_timeout
         ),
         scrape_interval=args.scrape_interval,
+        region=args.region,
+        admin_token=read_token(args.admin_token_file, ADMIN_TOKEN_ENV),
     )
+
+
+def read_token(path: str | None, env: str) -> str | None:
+    """A secret from ``path`` (stripped), else from the environment variable ``env``."""
+    if path is None:
+        return os.environ.get(env, "").strip() or None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except OSError as error:
+        raise SystemExit(f"inferlane: cannot read the token file {path}: {error.strerror}") \
+            from None
+    if not token:
+        raise SystemExit(f"inferlane: the token file {path} is empty")
+    return token
 
 
 class Assembly:

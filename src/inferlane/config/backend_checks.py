@@ -112,6 +112,13 @@ def check_providers_and_policies(items: Sequence[Loaded], index: Index, findings
             for i, backend in enumerate(fallback.backend_refs):
                 check_backend_ref(item, ("spec", "fallback", "backendRefs", i), backend,
                                   policy.namespace, index, findings)
+        steering = policy.spec.steering
+        if steering is not None and steering.geo is not None:
+            for i, region in enumerate(steering.geo.regions):
+                for j, backend in enumerate(region.backend_refs):
+                    check_backend_ref(item, ("spec", "steering", "geo", "regions", i,
+                                             "backendRefs", j), backend, policy.namespace,
+                                      index, findings)
 
 
 def _check_provider(item: Loaded, provider: Provider, index: Index, findings: Findings) -> None:

@@ -7,11 +7,13 @@ rewrites → compiled route rules → per-listener route tables → the list of 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import replace
 
 from inferlane.config.attachment import attached_listeners
+from inferlane.config.health_build import build_pool_health
 from inferlane.config.loader import ConfigBundle
 from inferlane.config.resources import (
     EndpointPickerConfig,
@@ -21,6 +23,7 @@ from inferlane.config.resources import (
     InferenceObjective,
     InferencePool,
     RateLimitPolicy,
+    SessionPersistence,
     TrafficPolicy,
     parse_duration,
 )
@@ -31,8 +34,11 @@ from inferlane.config.resources.picker_config import (
 )
 from inferlane.errors import ConfigError, ConfigIssue
 from inferlane.flowcontrol import BandConfig, FlowControlConfig, SaturationConfig
+from inferlane.health.settings import PoolHealthSettings
+from inferlane.health.tracker import WatchedEndpoint, WatchedPool
 from inferlane.providers.runtime import ProviderConfigError, ProviderRuntime, build_provider
 from inferlane.ratelimit import Limit
+from inferlane.routing.affinity import SessionAffinity
 from inferlane.routing.backends import BackendKind, BackendRef
 from inferlane.routing.cooldown import CooldownConfig
 from inferlane.routing.failures import FailureClass
@@ -44,6 +50,7 @@ from inferlane.routing.rewrite import ModelRewriteTable, RewriteRule
 from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Listener
 from inferlane.routing.rules import CompiledRule, HeaderModifier, PathRewrite
 from inferlane.routing.split import WeightedChoice
+from inferlane.routing.steering import GeoSteering, Steering, SteeringPolicy
 from inferlane.scheduling.framework import StatesFn, bare_states
 from inferlane.scheduling.interfaces import Endpoint
 from inferlane.scheduling.pool import (
@@ -55,6 +62,7 @@ from inferlane.scheduling.pool import (
 from inferlane.scheduling.registry import build_scheduler
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_SESSION_COOKIE = "inferlane-session"
 
 
 def key(namespace: str, name: str) -> str:
@@ -80,10 +88,12 @@ def build_snapshot(
     """
     providers = _build_providers(bundle, resolve_secrets)
     old_pools = previous.pools if previous is not None else {}
+    health = build_pool_health(bundle)
     pools = {}
     for pool in bundle.inference_pools:
         pool_key = key(pool.namespace, pool.name)
-        pools[pool_key] = _build_pool(pool, bundle, states, old_pools.get(pool_key), stale_after)
+        pools[pool_key] = _build_pool(pool, bundle, states, old_pools.get(pool_key), stale_after,
+                                      health[pool_key])
     listeners: list[Listener] = []
     catch_all_pools: set[str] = set()
     routed_pools: set[str] = set()
@@ -180,19 +190,24 @@ def _rate_limit(policy: RateLimitPolicy) -> RateLimitRuntime:
 
 def _build_pool(
     pool: InferencePool, bundle: ConfigBundle, states: StatesFn, old: PoolRuntime | None,
-    stale_after: float | None,
+    stale_after: float | None, health: PoolHealthSettings,
 ) -> PoolRuntime:
     endpoints: list[Endpoint] = []
+    watched: list[WatchedEndpoint] = []
     for server in bundle.servers_for(pool):
         ports: Iterable[int] = (
             [server.spec.port] if server.spec.port is not None
             else [p.number for p in pool.spec.target_ports]
         )
-        endpoints.extend(
-            Endpoint(name=key(server.namespace, server.name), host=server.spec.host, port=port,
-                     engine=server.spec.engine, metrics_path=server.spec.metrics_path)
-            for port in ports
-        )
+        for port in ports:
+            endpoint = Endpoint(name=key(server.namespace, server.name), host=server.spec.host,
+                                port=port, engine=server.spec.engine,
+                                metrics_path=server.spec.metrics_path)
+            endpoints.append(endpoint)
+            watched.append(WatchedEndpoint(
+                endpoint.address, endpoint.host, endpoint.port,
+                model=server.spec.models[0] if server.spec.models else "",
+                weight=server.spec.weight))
     rules = [
         RewriteRule(
             models=tuple(m.model.value for m in (rule.matches or ())),
@@ -227,6 +242,7 @@ def _build_pool(
         objectives=_objectives(pool, bundle),
         flow=_flow_settings(pool, config, needs_metrics, stale_after),
         context_window=pool.context_window,
+        health=WatchedPool(health, tuple(watched)),
     )
 
 
@@ -362,10 +378,42 @@ def _compile_rule(route: HTTPRoute, rule_index: int, bundle: ConfigBundle) -> Co
             (timeouts.backend_request_seconds or None) if timeouts is not None else None
         ),
         mirrors=tuple(mirrors),
-        sticky_header=(persistence.session_name.lower()
-                       if persistence is not None and persistence.session_name else None),
+        affinity=_affinity(persistence),
+        steering=_steering(route, rule_index, bundle),
         failure=_failure_policy(route, rule_index, bundle),
     )
+
+
+def _steering(route: HTTPRoute, rule_index: int, bundle: ConfigBundle) -> Steering | None:
+    policy = _policy_for(route, route.spec.rules[rule_index].name, bundle)
+    if policy is None or policy.spec.steering is None:
+        return None
+    spec = policy.spec.steering
+    geo = None
+    if spec.geo is not None:
+        geo = GeoSteering(
+            header=spec.geo.header.lower() if spec.geo.header else None,
+            source_cidrs=tuple((ipaddress.ip_network(c.cidr, strict=False), c.region)
+                               for c in spec.geo.source_cidrs),
+            regions={r.region: tuple(_backend(ref.kind, ref.namespace or policy.namespace,
+                                              ref.name) for ref in r.backend_refs)
+                     for r in spec.geo.regions})
+    return Steering(SteeringPolicy(spec.policy), geo)
+
+
+def _affinity(persistence: SessionPersistence | None) -> SessionAffinity | None:
+    if persistence is None:
+        return None
+    idle = parse_duration(persistence.idle_timeout) if persistence.idle_timeout else None
+    absolute = (parse_duration(persistence.absolute_timeout) if persistence.absolute_timeout
+                else None)
+    if persistence.type == "Header":
+        assert persistence.session_name is not None  # checked in phase one
+        return SessionAffinity("Header", persistence.session_name.lower(), idle, absolute)
+    config = persistence.cookie_config
+    return SessionAffinity("Cookie", persistence.session_name or DEFAULT_SESSION_COOKIE, idle,
+                           absolute, permanent=config is not None
+                           and config.lifetime_type == "Permanent")
 
 
 _TRIGGERS = {

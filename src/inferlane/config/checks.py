@@ -6,7 +6,9 @@ routes that attach to no listener, rules with nowhere to send traffic, two Model
 address, EndpointPickerConfigs naming unknown plugin types or bad parameters (checked against
 ``scheduling.registry``) and pools naming a missing EndpointPickerConfig. Warnings:
 accepted-but-not-implemented features, pools with no servers, servers, pools and picker configs
-nobody uses, shadowed model rewrites, unknown ``inferlane.dev/`` annotations.
+nobody uses, shadowed model rewrites, unknown ``inferlane.dev/`` annotations. The policy,
+provider and health kinds have their own modules (``policy_checks``, ``backend_checks``,
+``health_checks``).
 
 All problems are collected, not just the first. A resource that failed its own validation is
 remembered as "broken" so references to it do not produce a second, misleading error.
@@ -30,6 +32,7 @@ from inferlane.config.checks_index import (
     check_pool_ref,
     not_found,
 )
+from inferlane.config.health_checks import check_health
 from inferlane.config.issues import suggest
 from inferlane.config.paths import Path
 from inferlane.config.policy_checks import check_policies
@@ -46,6 +49,7 @@ from inferlane.config.resources import (
     InferenceModelRewrite,
     InferencePool,
     ModelServer,
+    SessionPersistence,
 )
 from inferlane.errors import ConfigIssue
 from inferlane.scheduling.registry import (
@@ -89,6 +93,7 @@ def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
                     findings)
     check_policies(items, index, findings)
     check_providers_and_policies(items, index, findings)
+    check_health(items, index, findings)
 
 
 def _check_annotations(item: Loaded, findings: Findings) -> None:
@@ -161,18 +166,22 @@ def _check_route(item: Loaded, route: HTTPRoute, index: Index, findings: Finding
                                   flt.request_mirror.backend_ref, route.namespace, index,
                                   findings)
         persistence = rule.session_persistence
-        if persistence is not None and persistence.type != "Header":
-            findings.error(item, (*path, "sessionPersistence", "type"),
-                           "only type Header is implemented: the header's value picks the "
-                           "backendRef (set sessionName to a header such as x-user-id)")
-        elif persistence is not None and persistence.session_name is None:
-            findings.error(item, (*path, "sessionPersistence", "sessionName"),
-                           "name the header whose value keeps a client on one backendRef")
-        elif persistence is not None and (persistence.absolute_timeout is not None
-                                          or persistence.idle_timeout is not None):
-            findings.warn(item, (*path, "sessionPersistence"),
-                          "timeouts have no effect: assignment is a hash of the header value, "
-                          "so it never expires")
+        if persistence is not None:
+            _check_persistence(item, (*path, "sessionPersistence"), persistence, findings)
+
+
+def _check_persistence(item: Loaded, path: Path, persistence: SessionPersistence,
+                       findings: Findings) -> None:
+    if persistence.type == "Header" and persistence.session_name is None:
+        findings.error(item, (*path, "sessionName"),
+                       "name the header whose value keeps a client on one backendRef")
+    lifetime = persistence.cookie_config.lifetime_type if persistence.cookie_config else None
+    if persistence.type == "Cookie" and lifetime == "Permanent" \
+            and persistence.absolute_timeout is None and persistence.idle_timeout is None:
+        findings.error(item, (*path, "absoluteTimeout"),
+                       "a Permanent cookie needs absoluteTimeout (or idleTimeout) for its Max-Age")
+    if persistence.type == "Header" and persistence.cookie_config is not None:
+        findings.warn(item, (*path, "cookieConfig"), "has no effect on type Header")
 
 
 def _warn_filters(item: Loaded, path: Path, filters: Sequence[HTTPRouteFilter],

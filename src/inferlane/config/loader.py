@@ -27,12 +27,15 @@ from inferlane.config.resources import (
     RESOURCE_KINDS,
     EndpointPickerConfig,
     Gateway,
+    HealthCheckPolicy,
     HTTPRoute,
     InferenceModel,
     InferenceModelRewrite,
     InferenceObjective,
     InferencePool,
     ModelServer,
+    Monitor,
+    MonitorGroup,
     Provider,
     RateLimitPolicy,
     Resource,
@@ -59,6 +62,9 @@ class ConfigBundle:
     rate_limit_policies: tuple[RateLimitPolicy, ...] = ()
     providers: tuple[Provider, ...] = ()
     traffic_policies: tuple[TrafficPolicy, ...] = ()
+    monitors: tuple[Monitor, ...] = ()
+    monitor_groups: tuple[MonitorGroup, ...] = ()
+    health_policies: tuple[HealthCheckPolicy, ...] = ()
 
     def gateway(self, namespace: str, name: str) -> Gateway | None:
         return next((g for g in self.gateways if (g.namespace, g.name) == (namespace, name)), None)
@@ -169,6 +175,9 @@ def load_config_text(text: str, source: str = "<string>") -> ConfigBundle:
         rate_limit_policies=tuple(r for r in resources if isinstance(r, RateLimitPolicy)),
         providers=tuple(r for r in resources if isinstance(r, Provider)),
         traffic_policies=tuple(r for r in resources if isinstance(r, TrafficPolicy)),
+        monitors=tuple(r for r in resources if isinstance(r, Monitor)),
+        monitor_groups=tuple(r for r in resources if isinstance(r, MonitorGroup)),
+        health_policies=tuple(r for r in resources if isinstance(r, HealthCheckPolicy)),
     )
 
 

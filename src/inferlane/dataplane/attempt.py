@@ -10,7 +10,7 @@ does the attempt's bookkeeping exactly once, however it ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +21,10 @@ from inferlane.dataplane.h1client import UpstreamResponse
 from inferlane.dataplane.sse import Usage
 from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import map_upstream_errors
+from inferlane.health.tracker import PoolView
 from inferlane.providers.exchange import ClientApi, Translation, pool_exchange, provider_exchange
 from inferlane.providers.runtime import ProviderRuntime
 from inferlane.routing.backends import BackendRef
-from inferlane.routing.cooldown import Cooldowns
 from inferlane.routing.objectives import FAIRNESS_HEADER, Objective
 from inferlane.routing.prompt import PromptFacts, prompt_facts
 from inferlane.routing.router import (
@@ -67,7 +67,6 @@ class RequestContext:
     explain: int = 1
     tried: set[str] = field(default_factory=set)  # endpoint addresses already tried
     endpoint: str = ""  # the endpoint the current attempt was sent to (pools)
-    cooling_allowed: bool = False  # every backend is cooling down: use them anyway
     first_choice: RouteChoice | None = None  # the first pool's choice, made for its objective
     _prompt: PromptFacts | None = None
 
@@ -109,7 +108,8 @@ class Opened:
     backend: BackendRef
     upstream: UpstreamResponse
     translation: Translation | None
-    breaker_key: str  # the circuit breaker this attempt reports to
+    breaker_key: str  # the circuit breaker this attempt reports to ("": pools, whose
+    # endpoints' passive health is the pool's outlier detection)
     where: str  # "endpoint A of InferencePool P" / "provider P at host:port"
     timing: StreamTiming
     decision: RoutingDecision | None = None  # pools
@@ -149,29 +149,25 @@ class _Release:
             self._gate.dispatched(ticket)
 
 
-def endpoint_key(pool_key: str, endpoint: Endpoint) -> str:
-    return f"{pool_key}@{endpoint.address}"
-
-
-def usable(candidates: Sequence[Endpoint], pool_key: str, tried: set[str],
-           cooldowns: Cooldowns | None, now: float, *,
-           cooling_allowed: bool = False) -> tuple[Endpoint, ...]:
-    """Endpoints this attempt may use: not tried yet by this request and not cooling down.
-    ``cooling_allowed`` (nothing else is left to try) lets cooling ones in when no other is:
-    a cooldown is a preference, not a reason to answer 503 while servers exist."""
-    if not tried and (cooldowns is None or cooldowns.quiet):
-        return tuple(candidates)  # the usual case: first attempt, nothing cooling down
-    fresh = tuple(e for e in candidates if e.address not in tried)
-    if cooldowns is None or cooldowns.quiet:
-        return fresh
-    warm = tuple(e for e in fresh if cooldowns.available(endpoint_key(pool_key, e), now))
-    return fresh if cooling_allowed and not warm else warm
+def usable(candidates: Sequence[Endpoint], tried: set[str], view: PoolView | None,
+           draw: Callable[[], float]) -> tuple[Endpoint, ...]:
+    """Endpoints this attempt may use: not tried yet by this request and routable by health
+    (``view``: None when health limits nothing). An endpoint ramping up (slow start, a lower
+    ModelServer weight) stays a candidate with probability equal to its weight, so its share
+    of new requests follows the weight; if the draw leaves none, every routable one is kept."""
+    if view is None:
+        if not tried:
+            return tuple(candidates)  # the usual case: first attempt, every endpoint healthy
+        return tuple(e for e in candidates if e.address not in tried)
+    weights = view.weights
+    routable = [e for e in candidates if e.address not in tried and e.address in weights]
+    kept = [e for e in routable if weights[e.address] >= 1.0 or draw() < weights[e.address]]
+    return tuple(kept or routable)
 
 
 async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Routed,
-                    backend: BackendRef, ctx: RequestContext,
-                    cooldowns: Cooldowns | None, *, objective: Objective | None = None
-                    ) -> Opened:
+                    backend: BackendRef, ctx: RequestContext, *,
+                    objective: Objective | None = None) -> Opened:
     """Admission, pick and send to one endpoint of the pool ``backend`` (``objective``
     overrides the request's, e.g. sheddable for mirror copies)."""
     choice = ctx.first_choice
@@ -188,8 +184,8 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
     try:
         now = time.monotonic()
         candidates = usable(pool.endpoints if ticket.endpoints is None else ticket.endpoints,
-                            pool.key, ctx.tried, cooldowns, now,
-                            cooling_allowed=ctx.cooling_allowed)
+                            ctx.tried, state.health.tracker.view(pool.key, now),
+                            state.router.draw)
         picking = time.perf_counter()
         decision = state.router.pick(
             choice, request_id=ctx.request_id,
@@ -200,8 +196,6 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
         exchange = pool_exchange(ctx.api, ctx.document, ctx.body, decision.upstream_model,
                                  decision.upstream_path, rewritten=decision.model_rewritten)
         endpoint = decision.endpoint
-        if cooldowns is not None and not cooldowns.quiet:  # a half-open endpoint's probe slot
-            cooldowns.allow(endpoint_key(pool.key, endpoint), now)
         ctx.tried.add(endpoint.address)
         ctx.endpoint = endpoint.address
         timing = StreamTiming(dispatched=time.monotonic())
@@ -212,6 +206,7 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
                 endpoint, decision.prompt.expected_tokens, prefill_tokens=timing.prefill_tokens)
         release()  # dispatched: the pool's queue may grant the next request
         metrics.child(metrics.in_flight, pool.key).inc()
+        state.pool_in_flight[pool.key] = state.pool_in_flight.get(pool.key, 0) + 1
         target = exchange.path
         if ctx.query_string and exchange.translation is None:
             target = f"{target}?{ctx.query_string}"
@@ -229,7 +224,7 @@ async def open_pool(state: GatewayState, snapshot: GatewaySnapshot, routed: Rout
             state.pool_completed(pool.key)
             raise
         return Opened(backend=backend, upstream=upstream, translation=exchange.translation,
-                      breaker_key=endpoint_key(pool.key, endpoint), where=where, timing=timing,
+                      breaker_key="", where=where, timing=timing,
                       decision=decision, _state=state)
     finally:
         release()

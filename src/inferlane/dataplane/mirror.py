@@ -91,8 +91,7 @@ class MirrorRun:
                    target: MirrorTarget, shadow: _Shadow, key: tuple[str, int]) -> None:
         timeout = routed.rule.failure.mirror_timeout
         copy = dataclasses.replace(ctx, request_id=f"{ctx.request_id}-mirror", tried=set(),
-                                   deadline=time.monotonic() + timeout, explain=1, endpoint="",
-                                   cooling_allowed=False)
+                                   deadline=time.monotonic() + timeout, explain=1, endpoint="")
         opened: Opened | None = None
         usage = Usage()
         text = AnswerText()
@@ -102,7 +101,7 @@ class MirrorRun:
             async with asyncio.timeout(timeout):
                 if target.backend.is_pool:
                     opened = await open_pool(self._state, snapshot, routed, target.backend, copy,
-                                             None, objective=MIRROR_OBJECTIVE)
+                                             objective=MIRROR_OBJECTIVE)
                 else:
                     opened = await open_provider(self._state, snapshot, target.backend, copy)
                 upstream = opened.upstream

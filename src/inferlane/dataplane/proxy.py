@@ -53,13 +53,19 @@ from inferlane.errors import (
 )
 from inferlane.providers.exchange import ClientApi
 from inferlane.providers.runtime import ProviderRuntime
+from inferlane.routing.affinity import AffinityTable
 from inferlane.routing.attempts import AttemptPlan, Step, StepKind, fits_context
 from inferlane.routing.backends import BackendRef
-from inferlane.routing.cooldown import Cooldowns
-from inferlane.routing.failures import FailureClass, classify_status, retry_after_from_headers
+from inferlane.routing.failures import (
+    PASSIVE_FAILURES,
+    FailureClass,
+    classify_status,
+    retry_after_from_headers,
+)
 from inferlane.routing.match import RequestFacts
 from inferlane.routing.objectives import OBJECTIVE_HEADER, STANDARD
 from inferlane.routing.router import MODEL_HEADER, GatewaySnapshot, Routed
+from inferlane.routing.rules import CompiledRule
 
 log = logging.getLogger("inferlane.proxy")
 
@@ -113,8 +119,10 @@ class InferenceProxy:
             headers = {name.lower(): value for name, value in request.headers.items()}
             headers[MODEL_HEADER] = model
             facts = RequestFacts(method=request.method, path=request.path, host=request.host,
-                                 headers=headers, query=request.query)
-            routed = state.router.route(snapshot, listener, facts, model=model)
+                                 headers=headers, query=request.query, remote=request.remote)
+            routed = state.router.route(snapshot, listener, facts, model=model,
+                                        health=state.signals, sessions=self._sessions,
+                                        now=time.monotonic())
             first = routed.chain[0]
             named = headers.get(OBJECTIVE_HEADER)
             objective = STANDARD
@@ -144,21 +152,17 @@ class InferenceProxy:
             # read), then the relay of the answer that ended it.
             traffic = state.metrics.traffic
             resilience = state.resilience.for_rule(rule)
-            cooldowns = resilience.cooldowns
             plan, backend = self._plan(snapshot, routed, ctx, resilience)
             arm = routed.chain[0]
             recorder = PrimaryRecorder(mirror)
             previous: _Failed | None = None  # the last failure, answered if nothing else works
             previous_backend = backend
             while True:
-                # Cooling endpoints are better than none when nothing else is left (also when
-                # every backend was cooling and the plan was forced onto one).
-                ctx.cooling_allowed = plan.last
                 ctx.endpoint = ""
                 outcome: Opened | tuple[_Failed, str]
                 try:
                     if backend.is_pool:
-                        outcome = await open_pool(state, snapshot, routed, backend, ctx, cooldowns)
+                        outcome = await open_pool(state, snapshot, routed, backend, ctx)
                     else:
                         outcome = await open_provider(state, snapshot, backend, ctx)
                 except asyncio.CancelledError:  # the client left before any answer
@@ -202,7 +206,12 @@ class InferenceProxy:
                         recorder.done(499, Usage())
                         raise
                     if failed is None:
+                        if outcome.decision is not None:  # the pool endpoint answered
+                            state.health.record_request(backend.key, ctx.endpoint, ok=True)
                         plan.succeeded(outcome.breaker_key, time.monotonic())
+                        if routed.session and resilience.sessions is not None:
+                            resilience.sessions.remember(routed.session, backend,
+                                                         time.monotonic())
                         self._note_transitions(plan)
                         return await self._relay.answer(request, outcome, ctx, routed, arm,
                                                         plan.attempts, started, charges,
@@ -212,12 +221,14 @@ class InferenceProxy:
                     failed, key = outcome
                 previous, previous_backend = failed, backend
                 traffic.attempt_errors.labels(backend.label, str(failed.failure)).inc()
+                if failed.endpoint and failed.failure is not FailureClass.RATE_LIMITED:
+                    state.health.record_request(backend.key, failed.endpoint,
+                                                ok=failed.failure not in PASSIVE_FAILURES)
                 now = time.monotonic()
                 step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
                                    retry_after=failed.retry_after,
                                    unit=state.router.draw(),
-                                   same_possible=self._untried(snapshot, backend, ctx,
-                                                               cooldowns, now))
+                                   same_possible=self._untried(snapshot, backend, ctx, now))
                 self._note_skips(plan, rule.label)
                 self._note_transitions(plan)
                 if step.kind is not StepKind.GIVE_UP and ctx.deadline is not None \
@@ -252,6 +263,9 @@ class InferenceProxy:
             state.metrics.child(state.metrics.requests, "", "", "", "", "", str(error.status)).inc()
             return error_response(error, request_id, api)
 
+    def _sessions(self, rule: CompiledRule) -> AffinityTable | None:
+        return self._state.resilience.for_rule(rule).sessions
+
     def _plan(self, snapshot: GatewaySnapshot, routed: Routed, ctx: RequestContext,
               resilience: RuleResilience) -> tuple[AttemptPlan, BackendRef]:
         """The request's attempt plan and its first backend (ContextWindowExceeded when no
@@ -261,19 +275,18 @@ class InferenceProxy:
                    if (w := self._context_window(snapshot, b)) is not None}
         fits = (fits_context(ctx.prompt.prompt_tokens, ctx.prompt.max_tokens, windows)
                 if windows else _fits_any)
-        cooldowns = resilience.cooldowns
-        # A lone backend is tried however it cools down: only chains need the check.
-        available = (_pool_available(snapshot, cooldowns)
-                     if len(routed.chain) > 1 and cooldowns is not None else _pool_up)
+        # A lone backend is tried however unhealthy it is: only chains need the check.
+        available = (self._pool_available(snapshot) if len(routed.chain) > 1 else _pool_up)
         plan = AttemptPlan(routed.chain, rule.failure, budget=resilience.budget,
-                           cooldowns=cooldowns, fits=fits, pool_available=available)
+                           cooldowns=resilience.cooldowns, fits=fits, pool_available=available)
         backend = plan.first(time.monotonic())
-        cooling = [skip.backend for skip in plan.skipped if skip.reason == "cooldown"]
+        cooling = [skip.backend for skip in plan.skipped
+                   if skip.reason in ("cooldown", "unhealthy")]
         self._note_skips(plan, rule.label)
         if backend is None:
             if not cooling:
                 raise _too_long(ctx, windows)
-            backend = cooling[0]  # every backend is cooling down: better than a 503
+            backend = cooling[0]  # every backend is down or cooling: better than a 503
             plan.force(backend)
         return plan, backend
 
@@ -362,16 +375,32 @@ class InferenceProxy:
             log.warning("backend %s: circuit %s (%s)", transition.key, state, transition.reason)
         plan.transitions.clear()
 
-    @staticmethod
-    def _untried(snapshot: GatewaySnapshot, backend: BackendRef, ctx: RequestContext,
-                 cooldowns: Cooldowns | None, now: float) -> bool:
+    def _untried(self, snapshot: GatewaySnapshot, backend: BackendRef, ctx: RequestContext,
+                 now: float) -> bool:
         """Whether another attempt at ``backend`` could go somewhere new and sensible: a pool
-        endpoint this request has not tried whose breaker is not open."""
+        endpoint this request has not tried that health lets new requests use."""
         if not backend.is_pool:
             return True
         pool = snapshot.pools.get(backend.key)
-        return pool is not None and bool(usable(pool.endpoints, pool.key, ctx.tried, cooldowns,
-                                                now))
+        if pool is None:
+            return False
+        view = self._state.health.tracker.view(pool.key, now)
+        return bool(usable(pool.endpoints, ctx.tried, view, _always))
+
+    def _pool_available(self, snapshot: GatewaySnapshot) -> Callable[[BackendRef, float], bool]:
+        """A pool is worth an attempt unless health lets no endpoint take new requests (then
+        the chain moves on without spending an attempt, and a timeout, on a pool known to be
+        down)."""
+        tracker = self._state.health.tracker
+
+        def available(backend: BackendRef, now: float) -> bool:
+            pool = snapshot.pools.get(backend.key)
+            if pool is None or not pool.endpoints:
+                return True  # nothing known: the attempt says what is wrong
+            view = tracker.view(pool.key, now)
+            return view is None or bool(view.weights)
+
+        return available
 
     def _context_window(self, snapshot: GatewaySnapshot, backend: BackendRef) -> int | None:
         if backend.is_pool:
@@ -392,17 +421,8 @@ def _pool_up(backend: BackendRef, now: float) -> bool:
     return True
 
 
-def _pool_available(snapshot: GatewaySnapshot, cooldowns: Cooldowns | None
-                    ) -> Callable[[BackendRef, float], bool]:
-    """A pool is worth an attempt unless every endpoint's breaker is open (then the chain
-    moves on without spending an attempt, and a timeout, on a pool known to be down)."""
-    def available(backend: BackendRef, now: float) -> bool:
-        pool = snapshot.pools.get(backend.key)
-        if pool is None or not pool.endpoints:
-            return True  # nothing known to be cooling: the attempt says what is wrong
-        return bool(usable(pool.endpoints, pool.key, set(), cooldowns, now))
-
-    return available
+def _always() -> float:
+    return 0.0  # a draw that keeps every ramping endpoint (only counting candidates)
 
 
 def _too_long(ctx: RequestContext, windows: dict[BackendRef, int]) -> BadRequest:

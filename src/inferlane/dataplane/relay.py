@@ -28,6 +28,7 @@ from inferlane.dataplane.state import GatewayState
 from inferlane.errors import RequestError
 from inferlane.providers.exchange import ClientApi
 from inferlane.providers.runtime import ProviderRuntime
+from inferlane.routing.affinity import cookie_token
 from inferlane.routing.backends import BackendRef
 from inferlane.routing.router import Routed
 
@@ -119,6 +120,9 @@ class Relay:
             headers.append(("x-inferlane-endpoint", decision.endpoint.address))
             if ctx.explain > 1:
                 headers.append(("x-inferlane-scores", decision.pick.explain()))
+        cookie = _session_cookie(routed, opened.backend)
+        if cookie is not None:
+            headers.append(("Set-Cookie", cookie))
         modifier = routed.rule.response_headers
         if modifier is not None:
             headers = apply_modifier(modifier, headers)
@@ -260,3 +264,18 @@ async def _write(response: web.StreamResponse, data: bytes) -> None:
         await response.write(data)
     except ConnectionResetError as exc:
         raise _ClientGone(response) from exc
+
+
+def _session_cookie(routed: Routed, backend: BackendRef) -> str | None:
+    """``Set-Cookie`` for a Cookie session: when the session is new or moved to another backend
+    (failover), and on every answer when an idle timeout slides the cookie's expiry."""
+    affinity = routed.rule.affinity
+    if affinity is None or affinity.type != "Cookie" or backend not in routed.rule.backends.items:
+        return None
+    token = cookie_token(backend)
+    if token == routed.session and affinity.idle_timeout is None:
+        return None
+    cookie = f"{affinity.name}={token}; Path=/; HttpOnly"
+    max_age = affinity.cookie_max_age()
+    return cookie if max_age is None else f"{cookie}; Max-Age={max_age}"
+

@@ -1,4 +1,5 @@
-"""Retry budgets and cooldowns of each route rule, kept across requests and config reloads.
+"""Retry budgets, cooldowns and header sessions of each route rule, kept across requests and
+config reloads.
 
 A rule's state is rebuilt only when its failure policy changes; a reload that leaves the policy
 alone keeps what the breakers have learned.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inferlane.routing.affinity import AffinityTable
 from inferlane.routing.cooldown import Cooldowns
 from inferlane.routing.resilience import FailurePolicy
 from inferlane.routing.retry_budget import RetryBudget
@@ -19,6 +21,7 @@ class RuleResilience:
     policy: FailurePolicy
     budget: RetryBudget
     cooldowns: Cooldowns | None
+    sessions: AffinityTable | None = None  # sessionPersistence type Header
 
 
 class ResilienceState:
@@ -31,6 +34,8 @@ class ResilienceState:
         key = (rule.route, rule.rule_index)
         found = self._rules.get(key)
         if found is not None and (found.policy is rule.failure or found.policy == rule.failure):
+            if (found.sessions is not None) != (rule.sticky_header is not None):
+                found.sessions = AffinityTable() if rule.sticky_header is not None else None
             return found
         policy = rule.failure
         retry = policy.retry
@@ -38,6 +43,7 @@ class ResilienceState:
             policy=policy,
             budget=RetryBudget(percent=retry.budget_percent, min_retries=retry.budget_min),
             cooldowns=Cooldowns(policy.cooldown) if policy.cooldown is not None else None,
+            sessions=AffinityTable() if rule.sticky_header is not None else None,
         )
         self._rules[key] = found
         return found

@@ -7,6 +7,7 @@ Routes served on every listener:
 - ``GET /v1/models`` → the models this gateway routes (from the serving snapshot)
 - ``GET /admin/shadow`` (mirror comparisons, read by ``inferlane shadow-report``) and
   ``GET /admin/backends`` (circuit breakers that are open or have recent failures), JSON
+- ``/admin/health`` and its agent/drain calls (``dataplane.health_admin``)
 - ``GET /metrics`` (Prometheus text), ``GET /healthz`` (alive), ``GET /readyz`` (serving)
 - anything else → 404/405 in OpenAI's error shape
 
@@ -24,12 +25,14 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from inferlane.dataplane.health_admin import HealthAdmin
 from inferlane.dataplane.proxy import InferenceProxy
 from inferlane.dataplane.request import error_response
 from inferlane.dataplane.state import GatewayState
 from inferlane.dataplane.upstream import UpstreamOptions, create_pool
 from inferlane.endpoints import EndpointStore, MetricsScraper
 from inferlane.errors import MethodNotAllowed, NotFound
+from inferlane.health.settings import GATEWAY_REGION
 from inferlane.metrics.endpoints import EndpointCollector
 from inferlane.metrics.gateway import CONTENT_TYPE, GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot
@@ -39,7 +42,8 @@ log = logging.getLogger("inferlane.server")
 
 INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
 _GET_PATHS = ("/v1/models", "/metrics", "/healthz", "/readyz", "/admin/shadow",
-              "/admin/backends")
+              "/admin/backends", "/admin/health", "/admin/health/plan")
+_ADMIN_POST_PATHS = ("/admin/health/reports", "/admin/health/drain")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,9 @@ class ServerOptions:
     access_log: bool = False
     upstream: UpstreamOptions = field(default_factory=UpstreamOptions)
     scrape_interval: float = 0.05  # seconds between model-server metrics scrapes; 0 = off
+    region: str = GATEWAY_REGION  # this process's health vantage point
+    admin_token: str | None = None  # enables agent reports and drains (never logged)
+    probes: bool = True  # run this region's health probes (off: agents and passive only)
 
 
 def metrics_endpoints(snapshot: GatewaySnapshot) -> list[Endpoint]:
@@ -101,8 +108,11 @@ class GatewayServer:
             upstream=create_pool(self._options.upstream),
             upstream_options=self._options.upstream,
             endpoints=self._store,
+            region=self._options.region,
         )
         self._state.swap(self._initial)
+        if self._options.probes:
+            await self._state.health.start()
         self._state.metrics.registry.register(
             EndpointCollector(self._store, lambda: self._scraper, time.monotonic)
         )
@@ -181,6 +191,7 @@ class GatewayServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/admin/shadow", self._shadow)
         app.router.add_get("/admin/backends", self._backends)
+        HealthAdmin(self.state, self._options.admin_token).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         return app
 
@@ -220,8 +231,9 @@ class GatewayServer:
 
     async def _fallback(self, request: web.Request) -> web.Response:
         request_id = request.headers.get("x-request-id") or os.urandom(16).hex()
-        if request.path in INFERENCE_PATHS or request.path in _GET_PATHS:
-            allowed = "POST" if request.path in INFERENCE_PATHS else "GET"
+        if request.path in INFERENCE_PATHS or request.path in _GET_PATHS \
+                or request.path in _ADMIN_POST_PATHS:
+            allowed = "GET" if request.path in _GET_PATHS else "POST"
             error = MethodNotAllowed(
                 f"Method {request.method} is not allowed on {request.path}; use {allowed}.",
                 headers={"Allow": allowed},

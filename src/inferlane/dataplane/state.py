@@ -19,11 +19,33 @@ from inferlane.dataplane.rate_limiting import RateLimitGuard
 from inferlane.dataplane.resilience import ResilienceState
 from inferlane.dataplane.upstream import UpstreamOptions
 from inferlane.endpoints import EndpointStore
+from inferlane.health.service import HealthService
+from inferlane.health.settings import GATEWAY_REGION
+from inferlane.health.tracker import HealthTracker
 from inferlane.metrics.gateway import GatewayMetrics
 from inferlane.routing.router import GatewaySnapshot, Router
 from inferlane.routing.shadow import ShadowStats
 
 RETIRE_SECONDS = 60.0
+
+
+class PoolSignals:
+    """Health's verdicts and the gateway's own load per pool, for steering between pools."""
+
+    __slots__ = ("_in_flight", "_tracker")
+
+    def __init__(self, tracker: HealthTracker, in_flight: dict[str, int]) -> None:
+        self._tracker = tracker
+        self._in_flight = in_flight
+
+    def critical(self, pool: str) -> bool:
+        return self._tracker.critical(pool)
+
+    def latency(self, pool: str) -> float | None:
+        return self._tracker.latency(pool)
+
+    def outstanding(self, pool: str) -> int:
+        return self._in_flight.get(pool, 0)
 
 
 @dataclass(slots=True)
@@ -40,13 +62,22 @@ class GatewayState:
     resilience: ResilienceState = field(default_factory=ResilienceState)
     shadow: ShadowStats = field(default_factory=ShadowStats)
     mirror_in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
+    region: str = GATEWAY_REGION  # this process's health vantage point
+    health: HealthService = field(init=False)
+    signals: PoolSignals = field(init=False)  # what steering reads about pools
+    pool_in_flight: dict[str, int] = field(default_factory=dict)  # requests sent, by pool key
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.health = HealthService(self.metrics.health, region=self.region)
+        self.signals = PoolSignals(self.health.tracker, self.pool_in_flight)
 
     def swap(self, snapshot: GatewaySnapshot) -> None:
         """Serve ``snapshot``: pool gates and rate-limit backends follow it (a gate keeps its
         queue across reloads; a removed pool's gate stays until its queue drains)."""
         self.snapshot = snapshot
         self.metrics.config_generation.set(snapshot.generation)
+        self.health.configure(pool.watched() for pool in snapshot.pools.values())
         for key, pool in snapshot.pools.items():
             gate = self.gates.get(key)
             if pool.flow is None:
@@ -81,6 +112,11 @@ class GatewayState:
 
     def pool_completed(self, pool_key: str) -> None:
         """A request of the pool finished: capacity may have freed for its queue."""
+        left = self.pool_in_flight.get(pool_key, 0) - 1
+        if left > 0:
+            self.pool_in_flight[pool_key] = left
+        else:
+            self.pool_in_flight.pop(pool_key, None)
         gate = self.gates.get(pool_key)
         if gate is not None:
             gate.pump()
@@ -97,7 +133,8 @@ class GatewayState:
         self.spawn(run())
 
     async def close(self) -> None:
-        """Stop timers and close rate-limit backends (gateway shutdown)."""
+        """Stop timers and probes and close rate-limit backends (gateway shutdown)."""
+        await self.health.stop()
         for gate in self.gates.values():
             gate.close()
         for task in list(self._background):

@@ -168,6 +168,13 @@ class OutlierDetector:
             return event
         return self._eject(key, state, now)
 
+    def ejected_until(self, key: str, now: float) -> float | None:
+        """When the running ejection of ``key`` ends; None when it is not ejected."""
+        state = self._endpoints.get(key)
+        if state is None or not state.ejected_at(now):
+            return None
+        return state.ejection_end
+
     def view(self, now: float) -> PoolView:
         """The endpoints new requests may use at ``now``, and their weights."""
         ejected: list[str] = []

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
+from inferlane.metrics.health import HealthMetrics
 from inferlane.metrics.labels import BoundedLabel
 from inferlane.metrics.shadow import ShadowMetrics
 from inferlane.metrics.traffic import TrafficMetrics
@@ -171,6 +172,7 @@ class GatewayMetrics:
 
         self.traffic = TrafficMetrics(r, self.model_label)
         self.shadow = ShadowMetrics(r, label=self.model_label)
+        self.health = HealthMetrics(r)
         self._children: dict[tuple[object, ...], Any] = {}
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:

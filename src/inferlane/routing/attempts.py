@@ -3,8 +3,8 @@
 Pure: the data plane reports each attempt's outcome and gets back the next step. The rules::
 
     chain = [backend the split chose] + TrafficPolicy fallbacks (duplicates dropped)
-    skipped before any attempt: a provider in cooldown, a backend whose context window the
-    prompt (+ max_tokens) cannot fit
+    skipped before any attempt: a provider in cooldown, a pool with no routable endpoint
+    (health), a backend whose context window the prompt (+ max_tokens) cannot fit
     after a failure (only ever before the client saw a byte):
       4xx / ok                 → give up (the answer is the answer)
       connect-failure, pool    → same pool again, another endpoint (up to connect_retries;
@@ -15,9 +15,10 @@ Pure: the data plane reports each attempt's outcome and gets back the next step.
       otherwise                → next backend in the chain if the class is in fallback.on
       every extra attempt must fit the rule's retry budget, else give up
 
-Cooldown bookkeeping happens here too: failures that say "this backend is broken" (connect,
-timeout, 5xx) count against its breaker, a 429 holds it for its Retry-After, and anything the
-backend answered sensibly (2xx, 4xx) counts as alive.
+Cooldown bookkeeping of providers happens here too: failures that say "this backend is broken"
+(connect, timeout, 5xx) count against its breaker, a 429 holds it for its Retry-After, and
+anything the backend answered sensibly (2xx, 4xx) counts as alive. Pool endpoints report to
+their pool's health (outlier detection) instead, which every route shares.
 """
 
 from __future__ import annotations
@@ -29,12 +30,10 @@ from dataclasses import dataclass
 from inferlane.routing.backends import BackendRef
 from inferlane.routing.backoff import backoff_delay
 from inferlane.routing.cooldown import Cooldowns, Transition
-from inferlane.routing.failures import RETRIABLE, FailureClass
+from inferlane.routing.failures import PASSIVE_FAILURES, RETRIABLE, FailureClass
 from inferlane.routing.resilience import FailurePolicy
 from inferlane.routing.retry_budget import RetryBudget
 
-_BREAKER_FAILURES = frozenset({FailureClass.CONNECT, FailureClass.TIMEOUT,
-                               FailureClass.SERVER_ERROR})
 DEFAULT_HOLD = 1.0  # seconds a 429 without Retry-After keeps a backend aside
 
 
@@ -57,7 +56,7 @@ class Skip:
     """A backend passed over before any attempt (reported in metrics)."""
 
     backend: BackendRef
-    reason: str  # "cooldown" | "context-window-exceeded"
+    reason: str  # "cooldown" | "unhealthy" | "context-window-exceeded" | ...
 
 
 class AttemptPlan:
@@ -116,8 +115,9 @@ class AttemptPlan:
         self.attempts = max(self.attempts, 1)
 
     def succeeded(self, breaker_key: str, now: float) -> None:
-        """The attempt got an answer the backend meant (2xx, or a 4xx about the request)."""
-        if self._cooldowns is not None:
+        """The attempt got an answer the backend meant (2xx, or a 4xx about the request).
+        An empty ``breaker_key`` reports to no breaker (pool endpoints: health does)."""
+        if self._cooldowns is not None and breaker_key:
             self._note(self._cooldowns.record(breaker_key, now, ok=True))
 
     def failed(self, failure: FailureClass, *, status: int, breaker_key: str, now: float,
@@ -196,11 +196,10 @@ class AttemptPlan:
                 self.skipped.append(Skip(backend, str(FailureClass.CONTEXT_WINDOW)))
                 continue
             if backend.is_pool:
-                cooling = not self._available(backend, now)  # every endpoint cooling down
-            else:
-                cooling = (self._cooldowns is not None
-                           and not self._cooldowns.allow(backend.label, now))
-            if cooling:
+                if not self._available(backend, now):  # health: no endpoint routable
+                    self.skipped.append(Skip(backend, "unhealthy"))
+                    continue
+            elif self._cooldowns is not None and not self._cooldowns.allow(backend.label, now):
                 self.skipped.append(Skip(backend, "cooldown"))
                 continue
             self.current = backend
@@ -211,12 +210,12 @@ class AttemptPlan:
     def _account(self, failure: FailureClass, key: str, now: float,
                  retry_after: float | None) -> None:
         cooldowns = self._cooldowns
-        if cooldowns is None:
+        if cooldowns is None or not key:
             return
         if failure is FailureClass.RATE_LIMITED:
             self._note(cooldowns.hold(key, now, retry_after if retry_after is not None
                                       else DEFAULT_HOLD))
-        elif failure in _BREAKER_FAILURES:
+        elif failure in PASSIVE_FAILURES:
             self._note(cooldowns.record(key, now, ok=False))
         else:
             self._note(cooldowns.record(key, now, ok=True))

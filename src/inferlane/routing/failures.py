@@ -40,6 +40,9 @@ class FailureClass(enum.StrEnum):
 
 RETRIABLE: frozenset[FailureClass] = frozenset(FailureClass) - {
     FailureClass.CLIENT_ERROR, FailureClass.OK}
+# What says "this backend is broken" (breakers, outlier detection); a 429 is back-pressure.
+PASSIVE_FAILURES: frozenset[FailureClass] = frozenset({
+    FailureClass.CONNECT, FailureClass.TIMEOUT, FailureClass.SERVER_ERROR})
 
 _CONTEXT_WINDOW_STATUSES = frozenset({400, 413, 422})
 

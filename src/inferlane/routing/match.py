@@ -37,6 +37,7 @@ class RequestFacts:
     host: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
+    remote: str | None = None  # the client's address (geo steering by source CIDR)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,17 +17,25 @@ Randomness comes from an injected ``random.Random`` so tests can pin it.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from inferlane.errors import ModelNotFound, NoEndpointAvailable, NotFound
+from inferlane.routing.affinity import (
+    AffinityTable,
+    SessionAffinity,
+    backend_for_token,
+    cookie_value,
+    hrw_order,
+)
 from inferlane.routing.backends import BackendRef, sticky_unit
 from inferlane.routing.match import RequestFacts, RouteTable, RuleMatch
 from inferlane.routing.objectives import OBJECTIVE_HEADER, STANDARD, Objective
 from inferlane.routing.prompt import PromptFacts
 from inferlane.routing.rate_limits import RateLimitRuntime
 from inferlane.routing.rules import CompiledRule
+from inferlane.routing.steering import Candidate, Steering, SteeringPolicy, steer
 from inferlane.scheduling.framework import PickResult
 from inferlane.scheduling.interfaces import Endpoint, PickRequest
 from inferlane.scheduling.pool import PoolRuntime
@@ -77,6 +85,7 @@ class Routed:
     chain: tuple[BackendRef, ...]  # the split's choice, then the rule's fallbacks
     headers: Mapping[str, str]
     rewrite_unit: float  # the draw for InferenceModelRewrite (sticky when the split is)
+    session: str | None = None  # the session key (sessionPersistence header or cookie value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,32 @@ class RoutingDecision:
     @property
     def model_rewritten(self) -> bool:
         return self.upstream_model != self.requested_model
+
+
+class PoolHealthLookup(Protocol):
+    """What routing reads about pools from health (the data plane provides it)."""
+
+    def critical(self, pool: str) -> bool: ...
+
+    def latency(self, pool: str) -> float | None: ...
+
+    def outstanding(self, pool: str) -> int: ...
+
+
+_SPLIT = Steering(SteeringPolicy.RANDOM)
+
+
+def _any_critical(rule: CompiledRule, health: PoolHealthLookup) -> bool:
+    return any(b.is_pool and health.critical(b.key) for b in rule.backends.items)
+
+
+def _session_key(affinity: SessionAffinity | None, headers: Mapping[str, str]) -> str | None:
+    if affinity is None:
+        return None
+    if affinity.type == "Header":
+        return headers.get(affinity.name) or None
+    cookie = headers.get("cookie")
+    return cookie_value(cookie, affinity.name) if cookie else None
 
 
 class Router:
@@ -140,8 +175,12 @@ class Router:
                          explain=explain)
 
     def route(self, snapshot: GatewaySnapshot, listener: Listener, facts: RequestFacts, *,
-              model: str) -> Routed:
-        """The rule and its chain of backends: the weighted (or sticky) backendRef first."""
+              model: str, health: PoolHealthLookup | None = None,
+              sessions: Callable[[CompiledRule], AffinityTable | None] | None = None,
+              now: float = 0.0) -> Routed:
+        """The rule and its chain of backends: the weighted (or steered, or the session's)
+        backendRef first. ``health`` says which pools are critical (and their load and
+        latency, for steering); ``sessions`` gives a rule's header-session table."""
         hit = listener.routes.match(facts)
         if hit is None:
             if model:
@@ -155,16 +194,68 @@ class Router:
             raise NoEndpointAvailable(
                 f"HTTPRoute {rule.route} rule {rule.rule_index} has no backend with weight > 0."
             )
-        sticky = facts.headers.get(rule.sticky_header) if rule.sticky_header else None
-        if sticky:
-            split, rewrite = sticky_unit(sticky, "split"), sticky_unit(sticky, "rewrite")
-        else:
+        session = _session_key(rule.affinity, facts.headers)
+        if rule.steering is None and rule.affinity is None and (
+                health is None or not _any_critical(rule, health)):
+            # The plain split: one weighted draw, then the rule's fallbacks.
             split, rewrite = self._random.random(), self._random.random()
-        primary = rule.backends.choose(split)
-        chain = (primary, *(b for b in rule.failure.fallbacks if b != primary))
+            primary = rule.backends.choose(split)
+            chain = (primary, *(b for b in rule.failure.fallbacks if b != primary))
+        else:
+            table = sessions(rule) if sessions is not None else None
+            chain, rewrite = self._steered(rule, facts, health, session, table, now)
         return Routed(rule=rule, requested_model=model,
                       upstream_path=_upstream_path(rule, rule_match, facts.path), chain=chain,
-                      headers=facts.headers, rewrite_unit=rewrite)
+                      headers=facts.headers, rewrite_unit=rewrite, session=session)
+
+    def _steered(self, rule: CompiledRule, facts: RequestFacts, health: PoolHealthLookup | None,
+                 session: str | None, sessions: AffinityTable | None,
+                 now: float) -> tuple[tuple[BackendRef, ...], float]:
+        """Health, steering and session affinity decide the order of the rule's backends.
+
+        Without a steering policy only the first choice changes (a weighted draw among the
+        healthy backends, or the session's backend): the rest of the chain is the rule's
+        fallbacks, as for the plain split. With one, every backend of the rule is in the chain
+        in the policy's order, healthy ones first, then the fallbacks.
+        """
+        candidates = [
+            Candidate(backend, weight,
+                      healthy=not (health is not None and backend.is_pool
+                                   and health.critical(backend.key)),
+                      outstanding=(health.outstanding(backend.key)
+                                   if health is not None and backend.is_pool else 0),
+                      latency=(health.latency(backend.key)
+                               if health is not None and backend.is_pool else None))
+            for backend, weight in rule.backends.weighted()]
+        unit = self._random.random()
+        steering = rule.steering or _SPLIT
+        region = None
+        if steering.geo is not None:
+            region = steering.geo.client_region(facts.headers, facts.remote)
+        order = steer(steering, candidates, unit=unit, client_region=region)
+        if rule.steering is None:
+            order = order[:1]
+        rewrite = self._random.random()
+        affinity = rule.affinity
+        if affinity is not None and session:
+            rewrite = sticky_unit(session, "rewrite")
+            healthy = {c.backend for c in candidates if c.healthy}
+            pinned: BackendRef | None
+            if affinity.type == "Cookie":
+                pinned = backend_for_token(session, candidates)
+            else:
+                pinned = (sessions.lookup(session, now, idle_timeout=affinity.idle_timeout,
+                                          absolute_timeout=affinity.absolute_timeout)
+                          if sessions is not None else None)
+                if pinned is None or pinned not in healthy:
+                    placed = hrw_order(session, candidates)
+                    pinned = placed[0] if placed else None
+            if pinned is not None and pinned in healthy:
+                order = (pinned, *(b for b in order if b != pinned))
+                if rule.steering is None:
+                    order = order[:1]
+        chain = (*order, *(b for b in rule.failure.fallbacks if b not in order))
+        return chain, rewrite
 
     def pool_choice(self, snapshot: GatewaySnapshot, routed: Routed,
                     pool_key: str) -> RouteChoice:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from inferlane.routing.affinity import SessionAffinity
 from inferlane.routing.backends import BackendRef
 from inferlane.routing.resilience import DEFAULT_POLICY, FailurePolicy, MirrorTarget
 from inferlane.routing.split import WeightedChoice
+from inferlane.routing.steering import Steering
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,15 @@ class CompiledRule:
     request_timeout: float | None = None  # seconds, whole request incl. retries (Gateway API)
     backend_timeout: float | None = None  # seconds, one upstream attempt
     mirrors: tuple[MirrorTarget, ...] = ()
-    sticky_header: str | None = None  # sessionPersistence type Header: its value picks the arm
+    affinity: SessionAffinity | None = None  # sessionPersistence
     failure: FailurePolicy = DEFAULT_POLICY
+    steering: Steering | None = None  # TrafficPolicy steering: the backends are a steered set
+
+    @property
+    def sticky_header(self) -> str | None:
+        """sessionPersistence type Header: the header whose value keeps a session's arm."""
+        affinity = self.affinity
+        return affinity.name if affinity is not None and affinity.type == "Header" else None
 
     @property
     def label(self) -> str:

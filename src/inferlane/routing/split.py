@@ -31,6 +31,11 @@ class WeightedChoice(Generic[T]):
     def empty(self) -> bool:
         return not self.items
 
+    def weighted(self) -> list[tuple[T, int]]:
+        """The items with their weights, in config order."""
+        return [(item, upto - previous) for item, upto, previous
+                in zip(self.items, self.cumulative, (0, *self.cumulative), strict=False)]
+
     def choose(self, unit: float) -> T:
         """Pick with ``unit`` uniform in [0, 1); raises IndexError when empty."""
         if len(self.items) == 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from inferlane.flowcontrol import FlowControlConfig, SaturationConfig
+from inferlane.health.settings import default_settings
+from inferlane.health.tracker import WatchedEndpoint, WatchedPool
 from inferlane.routing.objectives import ObjectiveTable
 from inferlane.routing.rewrite import ModelRewriteTable
 from inferlane.scheduling.framework import Scheduler
@@ -44,3 +46,13 @@ class PoolRuntime:
     objectives: ObjectiveTable = field(default_factory=ObjectiveTable)
     flow: FlowSettings | None = None
     context_window: int | None = None  # tokens (annotation inferlane.dev/context-window)
+    # Monitors, regions, outlier detection and endpoint weights (HealthCheckPolicy, ModelServer).
+    # None (a pool built without a config, in tests): default settings, every weight 1.
+    health: WatchedPool | None = None
+
+    def watched(self) -> WatchedPool:
+        if self.health is not None:
+            return self.health
+        return WatchedPool(default_settings(self.key),
+                           tuple(WatchedEndpoint(e.address, e.host, e.port)
+                                 for e in self.endpoints))

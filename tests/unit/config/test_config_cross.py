@@ -77,8 +77,10 @@ Extra = list[tuple[str, dict[str, Any]]]  # (baseline document, top-level replac
                            "name": "shadow"}}}])], [],
          "spec.rules[0].filters[0].requestMirror.backendRef.name",
          'InferencePool "default/shadow" not found'),
-        ([("route", (*R0, "sessionPersistence"), {"type": "Cookie", "sessionName": "s"})], [],
-         "spec.rules[0].sessionPersistence.type", "only type Header is implemented"),
+        ([("route", (*R0, "sessionPersistence"),
+           {"type": "Cookie", "sessionName": "s", "cookieConfig": {"lifetimeType": "Permanent"}})],
+         [], "spec.rules[0].sessionPersistence.absoluteTimeout",
+         "a Permanent cookie needs absoluteTimeout"),
         ([("route", (*R0, "sessionPersistence"), {"type": "Header"})], [],
          "spec.rules[0].sessionPersistence.sessionName", "name the header"),
         ([("route", (*B0, "group"), DELETE)], [], "spec.rules[0].backendRefs[0].group",
@@ -155,8 +157,8 @@ def test_broken_resources_do_not_cascade(world: World) -> None:
         ]
     ] + [
         ([("route", (*R0, "sessionPersistence"), {"type": "Header", "sessionName": "x-user",
-                                                  "idleTimeout": "1h"})], [],
-         "spec.rules[0].sessionPersistence", "timeouts have no effect"),
+                                                  "cookieConfig": {}})], [],
+         "spec.rules[0].sessionPersistence.cookieConfig", "has no effect on type Header"),
         ([("route", (*B0, "filters"), [{"type": "RequestHeaderModifier",
                                         "requestHeaderModifier": {"remove": ["a"]}}])], [],
          "spec.rules[0].backendRefs[0].filters", "filters on a backendRef are not implemented"),

@@ -84,12 +84,12 @@ def test_missing_name_is_reported_as_question_mark(world: World) -> None:
 
 def test_warnings_carry_lines(world: World) -> None:
     text = world.text([("route", ("spec", "rules", 0, "sessionPersistence"),
-                        {"type": "Header", "sessionName": "x-user", "idleTimeout": "1h"})])
+                        {"type": "Header", "sessionName": "x-user", "cookieConfig": {}})])
     bundle = load_config_text(text, "w.yaml")
     (warning,) = bundle.warnings
     assert isinstance(warning, ConfigIssue)
     assert warning.line == 1 + next(i for i, row in enumerate(text.splitlines())
-                                    if "sessionPersistence:" in row)
+                                    if "cookieConfig:" in row)
 
 
 def test_load_config_file(tmp_path: Path, world: World) -> None:

@@ -564,11 +564,11 @@ def test_a_pool_retry_goes_elsewhere_so_the_endpoints_retry_after_does_not_apply
     assert step == Step(RETRY, POOL, pytest.approx(0.05), "429")
 
 
-def test_a_pool_whose_every_endpoint_cools_down_is_passed_over() -> None:
+def test_a_pool_with_no_routable_endpoint_is_passed_over() -> None:
     plan = AttemptPlan([POOL, OAI], FailurePolicy(), budget=roomy_budget(), cooldowns=None,
                        pool_available=lambda backend, now: backend != POOL)
     assert plan.first(0.0) == OAI
-    assert [(s.backend, s.reason) for s in plan.skipped] == [(POOL, "cooldown")]
+    assert [(s.backend, s.reason) for s in plan.skipped] == [(POOL, "unhealthy")]
 
 
 def test_an_extra_attempt_is_filed_with_its_request() -> None:

@@ -36,6 +36,14 @@ from inferlane.config.resources.gateway import (
     RouteGroupKind,
     RouteNamespaces,
 )
+from inferlane.config.resources.health_policy import (
+    HEALTH_TARGET_GROUPS,
+    HealthCheckPolicy,
+    HealthCheckPolicySpec,
+    HealthMonitorReference,
+    HealthPolicyTargetReference,
+    PassiveHealth,
+)
 from inferlane.config.resources.httproute import (
     HTTPBackendRef,
     HTTPHeaderMatch,
@@ -79,6 +87,20 @@ from inferlane.config.resources.meta import (
     parse_duration,
 )
 from inferlane.config.resources.model_server import ModelServer, ModelServerSpec, parse_address
+from inferlane.config.resources.monitor import (
+    GrpcMonitorSettings,
+    HttpMonitorSettings,
+    InferenceMonitorSettings,
+    Monitor,
+    TcpMonitorSettings,
+    parse_status_codes,
+)
+from inferlane.config.resources.monitor_group import (
+    MonitorGroup,
+    MonitorGroupMember,
+    MonitorGroupSpec,
+    MonitorReference,
+)
 from inferlane.config.resources.objective import (
     CRITICALITY_PRIORITY,
     InferenceModel,
@@ -113,6 +135,9 @@ RESOURCE_KINDS: Final[dict[tuple[str, str], type[Resource]]] = {
     (f"{INFERLANE_GROUP}/v1alpha1", "RateLimitPolicy"): RateLimitPolicy,
     (f"{INFERLANE_GROUP}/v1alpha1", "Provider"): Provider,
     (f"{INFERLANE_GROUP}/v1alpha1", "TrafficPolicy"): TrafficPolicy,
+    (f"{INFERLANE_GROUP}/v1alpha1", "Monitor"): Monitor,
+    (f"{INFERLANE_GROUP}/v1alpha1", "MonitorGroup"): MonitorGroup,
+    (f"{INFERLANE_GROUP}/v1alpha1", "HealthCheckPolicy"): HealthCheckPolicy,
 }
 
 __all__ = [
@@ -121,6 +146,7 @@ __all__ = [
     "DEFAULT_LOAD_BALANCING",
     "FILTER_FIELDS",
     "GATEWAY_GROUP",
+    "HEALTH_TARGET_GROUPS",
     "INFERENCE_GROUP",
     "INFERENCE_X_GROUP",
     "INFERLANE_GROUP",
@@ -136,6 +162,7 @@ __all__ = [
     "Fraction",
     "Gateway",
     "GatewaySpec",
+    "GrpcMonitorSettings",
     "HTTPBackendRef",
     "HTTPCORSFilter",
     "HTTPExternalAuthFilter",
@@ -155,9 +182,15 @@ __all__ = [
     "HTTPRouteSpec",
     "HTTPRouteTimeouts",
     "HTTPURLRewriteFilter",
+    "HealthCheckPolicy",
+    "HealthCheckPolicySpec",
+    "HealthMonitorReference",
+    "HealthPolicyTargetReference",
+    "HttpMonitorSettings",
     "InferenceModel",
     "InferenceModelRewrite",
     "InferenceModelRewriteSpec",
+    "InferenceMonitorSettings",
     "InferenceObjective",
     "InferencePool",
     "InferencePoolSelector",
@@ -172,8 +205,14 @@ __all__ = [
     "ModelRewriteRule",
     "ModelServer",
     "ModelServerSpec",
+    "Monitor",
+    "MonitorGroup",
+    "MonitorGroupMember",
+    "MonitorGroupSpec",
+    "MonitorReference",
     "ObjectMeta",
     "ParentReference",
+    "PassiveHealth",
     "PluginSpec",
     "PoolObjectReference",
     "Port",
@@ -190,8 +229,10 @@ __all__ = [
     "SessionPersistence",
     "StrictModel",
     "TargetModel",
+    "TcpMonitorSettings",
     "TrafficPolicy",
     "TrafficPolicySpec",
     "parse_address",
     "parse_duration",
+    "parse_status_codes",
 ]

@@ -234,7 +234,8 @@ class CookieConfig(StrictModel):
 
 
 class SessionPersistence(StrictModel):
-    """Sticky sessions (deprecated upstream in favour of the Backend resource)."""
+    """Session affinity between a rule's backends (upstream: deprecated in favour of the
+    Backend resource)."""
 
     session_name: str | None = Field(None, alias="sessionName", max_length=128,
                                      description="Cookie or header name.")
@@ -269,8 +270,12 @@ class HTTPRouteRule(StrictModel):
                           "adds fallbacks, the retry budget and cooldown).")
     session_persistence: SessionPersistence | None = Field(
         None, alias="sessionPersistence",
-        description="Sticky split: with type Header, the value of header sessionName picks the "
-                    "backendRef (and model rewrite), so one user stays on one arm.")
+        description="Session affinity between the rule's backendRefs (and model rewrite): "
+                    "type Header keys sessions by the value of header sessionName (new ones "
+                    "placed by weighted rendezvous hashing, remembered for idleTimeout/"
+                    "absoluteTimeout); type Cookie sets cookie sessionName (default "
+                    "inferlane-session) naming the backend. A session whose backend's pool is "
+                    "critical moves to a healthy one.")
 
     @field_validator("matches")
     @classmethod

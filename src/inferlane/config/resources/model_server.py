@@ -79,6 +79,9 @@ class ModelServerSpec(StrictModel):
                                           "informational, listed on /v1/models.")
     metrics_path: str = Field("/metrics", alias="metricsPath",
                               description="Path of the Prometheus metrics endpoint.")
+    weight: int = Field(1, ge=0, le=1000,
+                        description="Relative share of new requests; 0 drains the server "
+                                    "(in-flight requests finish, no new ones are sent).")
 
     @field_validator("address")
     @classmethod

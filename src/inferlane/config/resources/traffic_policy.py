@@ -12,24 +12,40 @@ field for lives here, attached by ``targetRefs`` (a whole HTTPRoute, or one rule
   backoff cap and how long a 429's ``Retry-After`` may be waited out on the same backend;
 - ``cooldown``: the circuit breaker that skips a backend (a provider, or one pool endpoint)
   failing most of its recent requests until a probe request succeeds;
-- ``mirror``: limits of the RequestMirror copies (concurrency, timeout).
+- ``mirror``: limits of the RequestMirror copies (concurrency, timeout);
+- ``steering``: how requests order the rule's backends by health and policy (failover order,
+  weights, least outstanding requests, probe latency, client region).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+import re
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from inferlane.config.resources.filters import BackendObjectReference
 from inferlane.config.resources.meta import (
     Duration,
+    HeaderName,
     Problems,
     Resource,
     SectionName,
     StrictModel,
     parse_duration,
 )
+
+
+def _region(value: str) -> str:
+    if not _REGION_RE.fullmatch(value):
+        raise ValueError(f'"{value}" is not a region name: lower-case letters, digits and "-", '
+                         "at most 63")
+    return value
+
+
+_REGION_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+RegionName = Annotated[str, AfterValidator(_region)]
 
 FailureTrigger = Literal["connect-failure", "timeout", "5xx", "429", "context-window-exceeded"]
 ALL_TRIGGERS: tuple[FailureTrigger, ...] = (
@@ -119,6 +135,67 @@ class MirrorLimits(StrictModel):
     timeout: Duration = Field("60s", description="A mirror copy slower than this is dropped.")
 
 
+SteeringPolicyName = Literal["failover", "random", "least-outstanding-requests",
+                             "dynamic-latency", "geo"]
+
+
+class SourceCIDR(StrictModel):
+    """Clients whose address is in ``cidr`` are in ``region`` (longest prefix wins)."""
+
+    cidr: str = Field(description='An IPv4 or IPv6 network, e.g. "10.1.0.0/16".')
+    region: RegionName = Field(description="Region name.")
+
+    @field_validator("cidr")
+    @classmethod
+    def _check_cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f'"{value}" is not an IP network such as 10.1.0.0/16') from None
+        return value
+
+
+class GeoRegion(StrictModel):
+    """The backends a region's clients prefer, in order."""
+
+    region: RegionName = Field(description="Region name.")
+    backend_refs: list[BackendObjectReference] = Field(
+        alias="backendRefs", min_length=1, max_length=16,
+        description="Backends of the rule, most preferred first.")
+
+
+class GeoSteeringSpec(StrictModel):
+    """Where a client is: a header it (or an edge proxy) sends, else its source address."""
+
+    header: HeaderName | None = Field(None, description="Header carrying the client's region.")
+    source_cidrs: list[SourceCIDR] = Field(default_factory=list, alias="sourceCIDRs",
+                                           max_length=1024,
+                                           description="Source networks by region.")
+    regions: list[GeoRegion] = Field(min_length=1, max_length=64,
+                                     description="Preferred backends per region.")
+
+
+class SteeringSpec(StrictModel):
+    """How requests pick among the healthy backends of the rule (Cloudflare steering)."""
+
+    policy: SteeringPolicyName = Field(
+        "random", description="failover (listed order), random (weights), "
+                              "least-outstanding-requests (fewest in flight per weight), "
+                              "dynamic-latency (lowest EWMA probe RTT), geo (the client "
+                              "region's preferred backends first).")
+    geo: GeoSteeringSpec | None = Field(None, description="Regions; required for policy geo.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SteeringSpec:
+        problems = Problems()
+        if self.policy == "geo" and self.geo is None:
+            problems.add(("geo",), "policy geo needs the geo settings")
+        if self.policy != "geo" and self.geo is not None:
+            problems.add(("geo",), f"only used by policy geo, not {self.policy}")
+        problems.raise_if_any()
+        return self
+
+
 class TrafficPolicySpec(StrictModel):
     """Targets and failure handling."""
 
@@ -128,6 +205,11 @@ class TrafficPolicySpec(StrictModel):
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Retry limits.")
     cooldown: Cooldown = Field(default_factory=Cooldown, description="Circuit breaker.")
     mirror: MirrorLimits = Field(default_factory=MirrorLimits, description="Mirror limits.")
+    steering: SteeringSpec | None = Field(
+        None, description="Steering between the rule's backends: with it, every backendRef of "
+                          "the rule is in the request's chain (healthy ones first, in the "
+                          "policy's order), then the fallbacks; without it, the split picks one "
+                          "(a healthy one) and only the fallbacks follow.")
 
 
 class TrafficPolicy(Resource):
