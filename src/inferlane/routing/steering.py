@@ -15,7 +15,7 @@ import ipaddress
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -40,7 +40,8 @@ class SteeringPolicy(enum.StrEnum):
 class GeoSteering:
     header: str | None  # lower-case name of the header carrying the client's region
     source_cidrs: tuple[tuple[Network, str], ...]  # (network, region); longest prefix wins
-    regions: Mapping[str, tuple[BackendRef, ...]]  # region -> preferred backends, in order
+    # region -> preferred backends, in order (a mapping: left out of the hash, still compared)
+    regions: Mapping[str, tuple[BackendRef, ...]] = field(hash=False)
 
     def __post_init__(self) -> None:
         if self.header is not None and (not self.header or self.header != self.header.lower()):
