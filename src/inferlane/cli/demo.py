@@ -20,6 +20,7 @@ import time
 
 from rich.console import Console
 
+from inferlane.cli.health import render as render_health
 from inferlane.cli.runtime import run as run_async
 from inferlane.cli.runtime import wait_for_shutdown_signal
 from inferlane.cli.serve import Assembly, add_tuning_arguments
@@ -122,6 +123,7 @@ async def _demo(args: argparse.Namespace, bundle: ConfigBundle) -> int:
         started = time.monotonic()
         results = await run_workload(base_url, duration=duration, concurrency=args.concurrency)
         render(results, time.monotonic() - started, console)
+        console.print(render_health(server.state.health.tracker.report(time.monotonic())))
         if args.duration is not None:
             return 0 if all(r.status == 200 for r in results) else 1
         console.print(
