@@ -16,6 +16,7 @@ Randomness comes from an injected ``random.Random`` so tests can pin it.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -227,6 +228,8 @@ class Router:
                       latency=(health.latency(backend.key)
                                if health is not None and backend.is_pool else None))
             for backend, weight in rule.backends.weighted()]
+        if not any(c.healthy for c in candidates):  # all critical: choose as if all were fine
+            candidates = [dataclasses.replace(c, healthy=True) for c in candidates]
         unit = self._random.random()
         steering = rule.steering or _SPLIT
         region = None
