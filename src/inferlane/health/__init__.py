@@ -1,11 +1,13 @@
 """Endpoint health: monitors probe endpoints from several regions; verdicts steer routing.
 
-Today this holds the pure cores, not yet wired into the request path (issue 6 groundwork):
-``verdicts.py`` — probe results in, health verdicts out: hysteresis per probe series, majority
-across regions, Cloudflare monitor-group rules across members, the pool's ``min_healthy``
-threshold; ``outlier.py`` — passive health from request outcomes, Envoy outlier-detection
-semantics (ejection, max ejection share, panic, slow start, drain). Monitors, probe agents and
-the routing that reads the verdicts come later.
+The pure core: ``verdicts.py`` (probe results in, verdicts out: hysteresis per probe series,
+majority across regions, Cloudflare monitor-group rules across members), ``outlier.py``
+(passive health from request outcomes, Envoy outlier-detection semantics) and ``tracker.py``
+(``HealthTracker``: both combined per pool into what the picker and steering read), with the
+values they are configured by (``monitors.py``, ``settings.py``) and the report (``report.py``).
+The I/O edges: ``probes/`` (one prober per monitor type), ``loop.py`` (probes on schedule),
+``service.py`` (the gateway's health at run time) and ``agent.py`` (``inferlane probe``).
+User guide: docs/health.md.
 """
 
 from __future__ import annotations
