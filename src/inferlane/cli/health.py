@@ -12,20 +12,20 @@ a missing or odd value shows as ``-`` rather than failing.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import math
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8080"
-DEFAULT_TIMEOUT = 5.0
+from inferlane.cli.admin_page import (
+    ReportError,
+    add_gateway_arguments,
+    fetch_page,
+    json_number,
+)
+
 PATH = "/admin/health"
 MAX_BODY = 8 * 1024 * 1024  # hundreds of endpoints x members x regions is well below this
 
@@ -39,17 +39,9 @@ COLUMNS = ("endpoint", "endpoint\nverdict", "monitor\n(type, role)", "member\nve
            "region", "region\nverdict", "last probe", "RTT ms", "reason")
 
 
-class ReportError(Exception):
-    """The gateway could not be read; the message is the one line shown to the user."""
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gateway", default=DEFAULT_GATEWAY,
-                        help=f"gateway base URL (default: {DEFAULT_GATEWAY})")
-    parser.add_argument("--json", action="store_true",
-                        help="print the gateway's JSON as received instead of tables")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds to wait for the gateway (default: {DEFAULT_TIMEOUT:g})")
+    add_gateway_arguments(parser,
+                          json_help="print the gateway's JSON as received instead of tables")
     parser.set_defaults(run=run)
 
 
@@ -68,56 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
 def fetch(gateway: str, timeout: float) -> tuple[str, Mapping[str, object]]:
     """The body of ``GET {gateway}/admin/health`` and its document; ReportError on any failure."""
-    if not gateway.startswith(("http://", "https://")):
-        raise ReportError(f"--gateway must be an http:// or https:// URL, got {gateway!r}")
-    if not timeout > 0:
-        raise ReportError(f"--timeout must be a positive number of seconds, got {timeout:g}")
-    url = gateway.rstrip("/") + PATH
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status: int = response.status
-            raw: bytes = response.read(MAX_BODY + 1)
-    except urllib.error.HTTPError as error:
-        error.close()
-        raise ReportError(f"{url} answered {error.code} {_line(error.reason)}; is this an "
-                          "inferlane gateway with health checks?") from None
-    except urllib.error.URLError as error:
-        raise ReportError(f"cannot reach the gateway at {url}: {_line(error.reason)}; is it "
-                          "running? (set --gateway)") from None
-    except (OSError, http.client.HTTPException) as error:  # read timeout, reset, bad status line
-        raise ReportError(f"no answer from {url}: {_line(error)}") from None
-    if status != 200:
-        raise ReportError(f"{url} answered {status}, expected 200")
-    if len(raw) > MAX_BODY:
-        raise ReportError(f"{url} answered more than {MAX_BODY} bytes")
-    try:
-        body = raw.decode()
-        data = json.loads(body)
-    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError both are
-        raise ReportError(f"{url} answered invalid JSON: {_line(error)}") from None
-    pools = data.get("pools") if isinstance(data, dict) else None
-    if not isinstance(pools, list) or not all(isinstance(pool, dict) for pool in pools):
-        raise ReportError(f'{url} answered unexpected JSON: expected {{"pools": [{{...}}, ...]}}')
+    body, _, data = fetch_page(gateway, PATH, timeout, items="pools", feature="health checks",
+                               max_body=MAX_BODY)
     return body, data
 
-
-def _line(detail: object) -> str:
-    """An exception or reason as one line: peers' text (a bad status line) may hold newlines."""
-    text = " ".join(str(detail).split())
-    return text or type(detail).__name__
 
 
 # -- reading the document defensively ----------------------------------------------------------
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # JSON integers have no size limit
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _mapping(value: object) -> Mapping[str, object]:
@@ -152,7 +102,7 @@ def _ms(value: float) -> str:
 
 
 def _ago(value: object) -> str:
-    seconds = _number(value)
+    seconds = json_number(value)
     return "never" if seconds is None else f"{_seconds(seconds)} s ago"
 
 
@@ -167,12 +117,12 @@ def _endpoint_verdict(endpoint: Mapping[str, object]) -> Text:
     """The verdict, then what else limits the endpoint's traffic, one line each."""
     cell = _verdict(endpoint.get("verdict"))
     if endpoint.get("ejected") is True:
-        left = _number(endpoint.get("ejectedForSeconds"))
+        left = json_number(endpoint.get("ejectedForSeconds"))
         cell.append("\nejected" + ("" if left is None else f" {_seconds(left)} s"),
                     style=FLAG_STYLE)
     if endpoint.get("draining") is True:
         cell.append("\ndraining", style=STALE_STYLE)
-    weight = _number(endpoint.get("weight"))
+    weight = json_number(endpoint.get("weight"))
     if weight is not None and f"{weight:.2f}" != "1.00":
         cell.append(f"\nweight {weight:.2f}")
     return cell
@@ -229,7 +179,7 @@ def _pool_header(pool: Mapping[str, object], seen: Mapping[str, object]) -> Text
         if pool.get(flag) is True:
             header.append(" · ")
             header.append(flag.upper(), style=FLAG_STYLE)
-    latency = _number(pool.get("latency"))
+    latency = json_number(pool.get("latency"))
     header.append(" · latency " + ("-" if latency is None else f"{_ms(latency)} ms"))
     header.append(" · regions: ")
     header.append_text(_region_names(pool, seen))
@@ -251,7 +201,7 @@ def pool_table(pool: Mapping[str, object]) -> Table:
             table.add_row(blank, blank, _monitor(member), _verdict(member.get("verdict")),
                           blank, blank, blank, blank, _member_reason(member))
             for region in _mappings(member.get("regions")):
-                rtt = _number(region.get("rtt"))
+                rtt = json_number(region.get("rtt"))
                 table.add_row(
                     blank, blank, blank, blank,
                     Text(_string(region.get("region"))),

@@ -7,37 +7,29 @@ row per (primary model, shadow model) pair, or the JSON as received with ``--jso
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import math
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-DEFAULT_GATEWAY = "http://127.0.0.1:8080"
-DEFAULT_TIMEOUT = 5.0
+from inferlane.cli.admin_page import (
+    ReportError,
+    add_gateway_arguments,
+    fetch_page,
+    json_number,
+)
+
 PATH = "/admin/shadow"
 MAX_BODY = 8 * 1024 * 1024  # a summary of 200 pairs is a few hundred kB at most
 
 _PROG = "inferlane shadow-report"
 
 
-class ReportError(Exception):
-    """The gateway could not be read; the message is the one line shown to the user."""
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gateway", default=DEFAULT_GATEWAY,
-                        help=f"gateway base URL (default: {DEFAULT_GATEWAY})")
-    parser.add_argument("--json", action="store_true",
-                        help="print the gateway's JSON as received instead of a table")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds to wait for the gateway (default: {DEFAULT_TIMEOUT:g})")
+    add_gateway_arguments(parser,
+                          json_help="print the gateway's JSON as received instead of a table")
     parser.set_defaults(run=run)
 
 
@@ -58,58 +50,16 @@ def run(args: argparse.Namespace) -> int:
 
 def fetch(gateway: str, timeout: float) -> tuple[str, list[Mapping[str, object]]]:
     """The body of ``GET {gateway}/admin/shadow`` and its pairs; ReportError on any failure."""
-    if not gateway.startswith(("http://", "https://")):
-        raise ReportError(f"--gateway must be an http:// or https:// URL, got {gateway!r}")
-    if not timeout > 0:
-        raise ReportError(f"--timeout must be a positive number of seconds, got {timeout:g}")
-    url = gateway.rstrip("/") + PATH
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status: int = response.status
-            raw: bytes = response.read(MAX_BODY + 1)
-    except urllib.error.HTTPError as error:
-        error.close()
-        raise ReportError(f"{url} answered {error.code} {_line(error.reason)}; is this an "
-                          "inferlane gateway with shadowing support?") from None
-    except urllib.error.URLError as error:
-        raise ReportError(f"cannot reach the gateway at {url}: {_line(error.reason)}; is it "
-                          "running? (set --gateway)") from None
-    except (OSError, http.client.HTTPException) as error:  # read timeout, reset, bad status line
-        raise ReportError(f"no answer from {url}: {_line(error)}") from None
-    if status != 200:
-        raise ReportError(f"{url} answered {status}, expected 200")
-    if len(raw) > MAX_BODY:
-        raise ReportError(f"{url} answered more than {MAX_BODY} bytes")
-    try:
-        body = raw.decode()
-        data = json.loads(body)
-    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError both are
-        raise ReportError(f"{url} answered invalid JSON: {_line(error)}") from None
-    pairs = data.get("pairs") if isinstance(data, dict) else None
-    if not isinstance(pairs, list) or not all(isinstance(pair, dict) for pair in pairs):
-        raise ReportError(f'{url} answered unexpected JSON: expected {{"pairs": [{{...}}, ...]}}')
+    body, pairs, _ = fetch_page(gateway, PATH, timeout, items="pairs",
+                                feature="shadowing support", max_body=MAX_BODY)
     return body, pairs
 
 
-def _line(detail: object) -> str:
-    """An exception or reason as one line: peers' text (a bad status line) may hold newlines."""
-    text = " ".join(str(detail).split())
-    return text or type(detail).__name__
 
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # JSON integers have no size limit
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _format(value: object, render: Callable[[float], str]) -> str:
-    number = _number(value)
+    number = json_number(value)
     return "-" if number is None else render(number)
 
 
@@ -141,8 +91,8 @@ def _sides(pair: Mapping[str, object], field: str, render: Callable[[float], str
 
 
 def _ratio(pair: Mapping[str, object]) -> str:
-    primary = _number(_side(pair, "primary").get("latency_p50"))
-    shadow = _number(_side(pair, "shadow").get("latency_p50"))
+    primary = json_number(_side(pair, "primary").get("latency_p50"))
+    shadow = json_number(_side(pair, "shadow").get("latency_p50"))
     if primary is None or shadow is None or primary <= 0:
         return "\n-"
     return f"\n{shadow / primary:.2f}x"  # on the shadow's line
@@ -151,7 +101,7 @@ def _ratio(pair: Mapping[str, object]) -> str:
 def _dropped(value: object) -> str:
     """The total, then one line per reason that dropped any."""
     reasons = value if isinstance(value, dict) else {}
-    counts = {str(reason): number for reason, n in reasons.items() if (number := _number(n))}
+    counts = {str(reason): number for reason, n in reasons.items() if (number := json_number(n))}
     lines = [_count(sum(counts.values()))]
     lines += [f"{reason} {_count(n)}" for reason, n in sorted(counts.items())]
     return "\n".join(lines)
