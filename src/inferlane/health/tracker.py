@@ -150,6 +150,9 @@ class HealthTracker:
             for address in addresses:
                 kept = previous.endpoints.get(address) if previous is not None else None
                 state.endpoints[address] = kept or _EndpointState(_NO_VERDICT, ())
+            if outlier is not None:  # draining endpoints are not in the ejection budget
+                for endpoint in watched.endpoints:
+                    outlier.drain(endpoint.address, self._draining(state, endpoint.address))
             if previous is not None:
                 state.critical = previous.critical
             self._pools[key] = state
@@ -164,6 +167,10 @@ class HealthTracker:
             else:
                 del self._series[series_key]
                 self._rtt.pop(series_key, None)
+        regions = self.regions()
+        for region in [r for r in self._region_seen if r not in regions]:
+            del self._region_seen[region]  # no policy lists it any more
+            self._stale_regions.discard(region)
         self.generation += 1
         return self._evaluate_all(now)
 
@@ -244,9 +251,11 @@ class HealthTracker:
     def tick(self, now: float) -> list[Change]:
         """Re-evaluate what time alone changes: regions going stale, ejections ending."""
         changes: list[Change] = []
-        timeout = {r: t for pool in self._pools.values()
-                   for r in pool.watched.settings.regions
-                   if (t := pool.watched.settings.region_timeout)}
+        timeout: dict[str, float] = {}  # a region is stale when every pool has dropped it
+        for pool in self._pools.values():
+            settings = pool.watched.settings
+            for region in settings.regions:
+                timeout[region] = max(timeout.get(region, 0.0), settings.region_timeout)
         for region, seen in self._region_seen.items():
             limit = timeout.get(region)
             if limit is not None and now - seen > limit and region not in self._stale_regions:
@@ -280,6 +289,8 @@ class HealthTracker:
         if found is None:
             raise KeyError(f"pool {pool} has no endpoint {endpoint!r}")
         found.admin_drain = draining
+        if state.outlier is not None:
+            state.outlier.drain(endpoint, self._draining(state, endpoint))
         state.quiet = False
         change = Change("endpoint", pool, endpoint, "draining" if draining else "undrained",
                         "admin call")

@@ -615,3 +615,40 @@ def test_latency_is_the_mean_ewma_rtt_of_voting_members() -> None:
     probe(tracker, E1, True, 1.0, monitor=watching, rtt=5.0)  # monitoring-only: not counted
     assert tracker.latency(POOL) == pytest.approx((0.130 + 0.050) / 2)
     assert tracker.latency("default/nope") is None
+
+
+def test_draining_endpoints_stay_out_of_the_ejection_budget_and_dropped_regions_are_forgotten(
+) -> None:
+    """With two of ten endpoints draining, the 10 % ejection budget counts the other eight:
+    the first ejection is allowed (one always may be), the second is not (2/8 > 10 %)."""
+    from inferlane.health.outlier import OutlierConfig
+    from inferlane.health.settings import PoolHealthSettings
+    from inferlane.health.tracker import HealthTracker, WatchedEndpoint, WatchedPool
+
+    endpoints = tuple(WatchedEndpoint(f"10.0.0.{i}:8000", f"10.0.0.{i}", 8000,
+                                      weight=0 if i < 2 else 1) for i in range(10))
+    settings = PoolHealthSettings(pool="p", passive=OutlierConfig(consecutive_errors=1),
+                                  regions=("gateway", "eu"))
+    tracker = HealthTracker()
+    tracker.configure([WatchedPool(settings, endpoints)], 0.0)
+    kinds = [c.kind for c in tracker.record_request("p", "10.0.0.2:8000", 1.0, ok=False)]
+    assert kinds[0] == "ejected"
+    assert tracker.record_request("p", "10.0.0.3:8000", 1.0, ok=False) == []
+    view = tracker.view("p", 1.0)
+    assert view is not None
+    assert "10.0.0.3:8000" in view.weights
+    assert "10.0.0.0:8000" not in view.weights  # weight 0: draining
+
+    from inferlane.health.monitors import HttpCheck, MonitorSpec, MonitorType
+    from inferlane.health.settings import GroupMember
+    from inferlane.health.verdicts import Member, ProbeResult
+
+    monitor = MonitorSpec(key="d/m", type=MonitorType.HTTP, http=HttpCheck(), interval=1,
+                          timeout=0.5)
+    watched = PoolHealthSettings(pool="p", members=(GroupMember(Member("d/m"), monitor),),
+                                 regions=("gateway", "eu"))
+    tracker.configure([WatchedPool(watched, endpoints)], 2.0)
+    tracker.record("d/m", "10.0.0.2:8000", "eu", ProbeResult(ok=True, at=2.0), 2.0)
+    assert set(tracker.region_seen()) == {"eu"}
+    tracker.configure([WatchedPool(PoolHealthSettings(pool="p"), endpoints)], 3.0)
+    assert dict(tracker.region_seen()) == {}
