@@ -3,9 +3,10 @@
 - ``GET /admin/health``: the report (pool → endpoint → member → region), read by
   ``inferlane health``; open like the other read-only admin pages.
 - ``GET /admin/health/plan?region=R``: what a probe agent of region R must probe (monitor specs
-  and targets) and the config generation.
+  and targets), the config generation and this process's ``instance``.
 - ``POST /admin/health/reports``: an agent's results ``{"region", "results": [...]}``; the answer
-  carries the generation, so the agent refetches its plan after a reload.
+  carries the generation and ``instance``, so the agent refetches its plan after a reload or a
+  restart (generations count from 1 again in a new process).
 - ``POST /admin/health/drain``: ``{"pool", "endpoint", "draining": true|false}``.
 
 The last three change what the gateway believes, so they need the admin token
@@ -30,6 +31,8 @@ from inferlane.errors import BadRequest, Forbidden, NotFound, RequestError, Unau
 from inferlane.health.service import ReportError
 
 MAX_ADMIN_BODY = 8 * 1024 * 1024
+# Names this gateway process: with the config generation it says which plan is current.
+INSTANCE = os.urandom(8).hex()
 
 
 class HealthAdmin:
@@ -60,8 +63,8 @@ class HealthAdmin:
                        "target": {"endpoint": t.endpoint, "host": t.host, "port": t.port,
                                   "model": t.model}}
                       for monitor, t in tracker.probe_plan(region)]
-            return _json({"region": region, "generation": tracker.generation,
-                          "probes": probes})
+            return _json({"region": region, "instance": INSTANCE,
+                          "generation": tracker.generation, "probes": probes})
         except RequestError as error:
             return _error(error, request)
 
@@ -76,7 +79,8 @@ class HealthAdmin:
                 used = self._state.health.receive(region, results)
             except ReportError as error:
                 raise BadRequest(str(error)) from None
-            return _json({"generation": self._state.health.tracker.generation, "used": used})
+            return _json({"instance": INSTANCE,
+                          "generation": self._state.health.tracker.generation, "used": used})
         except RequestError as error:
             return _error(error, request)
 

@@ -77,7 +77,7 @@ class Change:
     pool: str
     endpoint: str  # "" for pool and region changes
     state: str  # the state entered: a Health value, "critical"/"ok", "ejected"/"returned",
-    #             "stale"/"fresh"
+    #             "stale"/"fresh"/"removed"
     reason: str
     region: str = ""  # region changes
 
@@ -168,11 +168,14 @@ class HealthTracker:
                 del self._series[series_key]
                 self._rtt.pop(series_key, None)
         regions = self.regions()
+        removed: list[Change] = []
         for region in [r for r in self._region_seen if r not in regions]:
             del self._region_seen[region]  # no policy lists it any more
             self._stale_regions.discard(region)
+            removed.append(Change("region", "", "", "removed",
+                                  f"region {region} is in no HealthCheckPolicy any more", region))
         self.generation += 1
-        return self._evaluate_all(now)
+        return removed + self._evaluate_all(now)
 
     def pools(self) -> list[str]:
         return list(self._pools)

@@ -6,6 +6,8 @@ request input, so their number is bounded by the config.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inferlane.health.monitors import MonitorSpec, ProbeTarget
@@ -27,7 +29,7 @@ class HealthMetrics:
             "inferlane_health_transitions",
             "Health transitions: kind endpoint (to healthy/unhealthy/unknown/draining/"
             "undrained), pool (critical/ok), ejected/returned (outlier detection), region "
-            "(stale/fresh).",
+            "(stale/fresh/removed).",
             ["kind", "pool", "endpoint", "state"], registry=r)
         self.pool_critical = Gauge(
             "inferlane_health_pool_critical",
@@ -66,5 +68,8 @@ class HealthMetrics:
         elif change.kind in ("ejected", "returned"):
             self.ejected.labels(change.pool, change.endpoint).set(
                 1 if change.kind == "ejected" else 0)
+        elif change.kind == "region" and change.state == "removed":
+            with contextlib.suppress(KeyError):  # never stale: it had no gauge
+                self.region_stale.remove(change.region)
         elif change.kind == "region":
             self.region_stale.labels(change.region).set(1 if change.state == "stale" else 0)
