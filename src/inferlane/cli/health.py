@@ -30,6 +30,7 @@ PATH = "/admin/health"
 MAX_BODY = 8 * 1024 * 1024  # hundreds of endpoints x members x regions is well below this
 
 _PROG = "inferlane health"
+PIPED_WIDTH = 200
 
 VERDICT_STYLES = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
 STALE_STYLE = "yellow"
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(body if body.endswith("\n") else body + "\n")
     else:
-        Console().print(render(report))
+        # Piped (grep, less, CI logs): wide enough that addresses and reasons stay whole.
+        Console(width=None if sys.stdout.isatty() else PIPED_WIDTH).print(render(report))
     return 0
 
 
@@ -191,7 +193,9 @@ def pool_table(pool: Mapping[str, object]) -> Table:
     from; each row's reason is its own level's. Names are plain text, never rich markup."""
     table = Table(show_edge=True)
     for column in COLUMNS:
-        table.add_column(column, justify="right" if column == "RTT ms" else "left")
+        # Fold, never cut: an address or a monitor name must survive a narrow terminal whole.
+        table.add_column(column, justify="right" if column == "RTT ms" else "left",
+                         overflow="fold")
     blank = Text("")
     for endpoint in _mappings(pool.get("endpoints")):
         table.add_row(Text(_string(endpoint.get("endpoint"))), _endpoint_verdict(endpoint),

@@ -168,6 +168,27 @@ class OutlierDetector:
             return event
         return self._eject(key, state, now)
 
+    def returns(self, now: float) -> list[Event]:
+        """The ``"returned"`` events of ejections that ended by ``now`` and were not reported
+        yet (by ``record``), so a return is seen without waiting for traffic."""
+        events = []
+        for key, state in self._endpoints.items():
+            if not state.return_reported and not state.ejected_at(now):
+                state.return_reported = True
+                events.append(Event(key, "returned", None, "ejection time elapsed"))
+        return events
+
+    def uneject(self, key: str, now: float) -> Event | None:
+        """End ``key``'s running ejection now (active health saw it recover); slow start
+        begins. Returns the ``"returned"`` event, or None when it was not ejected."""
+        state = self._endpoints.get(key)
+        if state is None or not state.ejected_at(now):
+            return None
+        state.ejection_end = now
+        state.return_reported = True
+        state.consecutive_errors = 0
+        return Event(key, "returned", None, "active health checks pass again")
+
     def ejected_until(self, key: str, now: float) -> float | None:
         """When the running ejection of ``key`` ends; None when it is not ejected."""
         state = self._endpoints.get(key)

@@ -266,6 +266,10 @@ class HealthTracker:
                 changes.append(Change("region", "", "", "stale",
                                       f"region {region} sent no report for {now - seen:.0f} s; "
                                       "dropped from the vote", region))
+        for pool in self._pools.values():
+            if pool.outlier is not None:
+                changes += [Change("returned", pool.watched.settings.pool, event.key, "returned",
+                                   event.reason) for event in pool.outlier.returns(now)]
         return changes + self._evaluate_all(now)
 
     # -- passive health -----------------------------------------------------------------------
@@ -398,12 +402,35 @@ class HealthTracker:
         if verdict.verdict is not before:
             if before is Health.UNHEALTHY:
                 state.recovered_at = now
+                # The monitors saw it down and up again: a passive ejection ends too (Envoy's
+                # successful_active_health_check_uneject_host, on recovery only).
+                event = (pool.outlier.uneject(address, now) if pool.outlier is not None
+                         and verdict.verdict is Health.HEALTHY else None)
+                if event is not None:
+                    changes.append(Change("returned", settings.pool, address, "returned",
+                                          event.reason))
             pool.quiet = False
             changes.append(Change("endpoint", settings.pool, address, str(verdict.verdict),
-                                  verdict.reason))
+                                  self._why(verdict, members, address)))
         if critical:
             changes += self._pool_critical(pool, now)
         return changes
+
+    def _why(self, verdict: GroupVerdict, members: list[tuple[Member, MemberVerdict]],
+             address: str) -> str:
+        """The group's reason plus what the failing members' probes last said."""
+        if verdict.verdict is not Health.UNHEALTHY:
+            return verdict.reason
+        causes = []
+        for member, member_verdict_ in members:
+            if member_verdict_.verdict is not Health.UNHEALTHY:
+                continue
+            for (monitor, endpoint, region), series in self._series.items():
+                if monitor == member.monitor and endpoint == address \
+                        and series.verdict is Health.UNHEALTHY and series.last is not None:
+                    causes.append(f"{monitor} from {region}: {series.last.reason}")
+                    break
+        return f"{verdict.reason} ({'; '.join(causes)})" if causes else verdict.reason
 
     def _pool_critical(self, pool: _PoolState, now: float) -> list[Change]:
         view = self._view(pool, now)

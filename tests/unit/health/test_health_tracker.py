@@ -129,7 +129,8 @@ def test_hysteresis_changes(up: int, down: int, outcomes: list[bool],
 def test_unhealthy_endpoint_makes_a_one_endpoint_pool_critical_and_back() -> None:
     tracker = tracker_for(watched())
     assert probe(tracker, E1, False, 1.0) == [
-        Change("endpoint", POOL, E1, "unhealthy", "1 of 1 voting members unhealthy"),
+        Change("endpoint", POOL, E1, "unhealthy", "1 of 1 voting members unhealthy "
+                                                "(default/http from gateway: HTTP 503)"),
         Change("pool", POOL, "", "critical", "0 of 1 endpoints routable (minimum 1)"),
     ]
     assert tracker.critical(POOL)
@@ -245,7 +246,8 @@ def test_region_goes_stale_is_dropped_from_the_vote_and_comes_back() -> None:
     # ap reports again (down): fresh, and now 2 of 3 regions are down.
     assert probe(tracker, E1, False, 45.0, region="ap") == [
         Change("region", "", "", "fresh", "region ap reports again", "ap"),
-        Change("endpoint", POOL, E1, "unhealthy", "1 of 1 voting members unhealthy"),
+        Change("endpoint", POOL, E1, "unhealthy", "1 of 1 voting members unhealthy "
+                                                "(default/http from eu: HTTP 503)"),
         Change("pool", POOL, "", "critical", "0 of 1 endpoints routable (minimum 1)"),
     ]
     assert tracker.stale_regions() == frozenset()
@@ -363,7 +365,8 @@ def test_critical_below_min_healthy() -> None:
     tracker = tracker_for(watched(endpoints=(endpoint(1), endpoint(2)), min_healthy=2,
                                   panic_threshold_percent=0))
     assert probe(tracker, E1, False, 1.0) == [
-        Change("endpoint", POOL, E1, "unhealthy", "1 of 1 voting members unhealthy"),
+        Change("endpoint", POOL, E1, "unhealthy", "1 of 1 voting members unhealthy "
+                                                "(default/http from gateway: HTTP 503)"),
         Change("pool", POOL, "", "critical", "1 of 2 endpoints routable (minimum 2)"),
     ]
     view = tracker.view(POOL, 1.0)
@@ -510,7 +513,9 @@ def test_passive_ejection_can_make_the_pool_critical() -> None:
     assert [c.kind for c in tracker.record_request(POOL, E1, 1.0, ok=False)] == [
         "ejected", "pool"]
     assert tracker.critical(POOL)
-    assert [(c.kind, c.state) for c in tracker.tick(11.0)] == [("pool", "ok")]
+    assert [(c.kind, c.state) for c in tracker.tick(11.0)] == [("returned", "returned"),
+                                                                ("pool", "ok")]
+    assert tracker.tick(12.0) == []  # reported once
 
 
 def test_passive_off_ignores_requests() -> None:
@@ -652,3 +657,27 @@ def test_draining_endpoints_stay_out_of_the_ejection_budget_and_dropped_regions_
     assert set(tracker.region_seen()) == {"eu"}
     tracker.configure([WatchedPool(PoolHealthSettings(pool="p"), endpoints)], 3.0)
     assert dict(tracker.region_seen()) == {}
+
+
+def test_monitors_seeing_a_recovery_end_a_passive_ejection_but_passing_probes_alone_do_not(
+) -> None:
+    """A passive ejection of an endpoint the monitors keep calling healthy stays (they may not
+    see what real requests hit), but one the monitors saw go down and come back ends with the
+    recovery (slow start from there)."""
+    tracker = tracker_for(watched(endpoints=(endpoint(1), endpoint(2)), passive=PASSIVE,
+                                  min_healthy=0))
+    probe(tracker, E1, True, 1.0)  # rise/fall of 1 in this module
+    for _ in range(3):
+        tracker.record_request(POOL, E1, 3.0, ok=False)
+    assert tracker.outlier(POOL).ejected_until(E1, 3.0) == 13.0  # type: ignore[union-attr]
+    assert [c.kind for c in probe(tracker, E1, True, 4.0)] == []  # still ejected
+    assert not tracker.endpoint_routable(POOL, E1, 4.0)
+    probe(tracker, E1, False, 5.0)
+    changes = probe(tracker, E1, True, 8.0)
+    assert [(c.kind, c.state) for c in changes] == [("returned", "returned"),
+                                                    ("endpoint", "healthy")]
+    assert changes[0].reason == "active health checks pass again"
+    view = tracker.view(POOL, 8.0)
+    assert view is not None
+    assert 0 < view.weights[E1] < 1  # ramping up
+    assert tracker.tick(20.0) == []  # the return was reported once
