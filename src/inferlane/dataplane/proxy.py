@@ -224,6 +224,9 @@ class InferenceProxy:
                 if failed.endpoint and failed.failure is not FailureClass.RATE_LIMITED:
                     state.health.record_request(backend.key, failed.endpoint,
                                                 ok=failed.failure not in PASSIVE_FAILURES)
+                if failed.failure is FailureClass.CONNECT and failed.endpoint:
+                    # Nothing listens there: its last scrape no longer describes it.
+                    state.endpoints.forget_metrics(failed.endpoint)
                 now = time.monotonic()
                 step = plan.failed(failed.failure, status=failed.status, breaker_key=key, now=now,
                                    retry_after=failed.retry_after,
@@ -298,8 +301,8 @@ class InferenceProxy:
         if failure is None:
             failure = classify_status(error.status)
         log.warning("request %s to %s failed: %s", ctx.request_id, backend.label, error.message)
-        # It failed at a pool's endpoint: that endpoint's breaker; else the backend's.
-        key = f"{backend.key}@{ctx.endpoint}" if ctx.endpoint else backend.label
+        # A pool's endpoints report to the pool's health (the caller does), not to a breaker.
+        key = "" if backend.is_pool else backend.label
         return _Failed(failure, error.status, error=error, endpoint=ctx.endpoint), key
 
     async def _check(self, opened: Opened) -> _Failed:

@@ -93,6 +93,14 @@ class EndpointStore:
         if state is not None:
             state.scrape_errors += 1
 
+    def forget_metrics(self, address: str) -> None:
+        """A request could not connect to ``address``: drop its last scrape, so pickers treat
+        it as stale (saturated) until a scrape answers again, instead of steering requests at
+        a dead server that looked idle when it was last seen."""
+        state = self._states.get(address)
+        if state is not None:
+            state.metrics = None
+
     def is_stale(self, endpoint: Endpoint, now: float) -> bool:
         """No scrape yet, or the last good one is older than ``stale_after`` (unknown: stale)."""
         state = self._states.get(endpoint.address)

@@ -470,11 +470,11 @@ class HealthTracker:
             open_[address] = share
             if state.verdict.verdict is Health.UNHEALTHY or address in ejected:
                 continue
-            weight = share
+            # One ramp at a time: a monitor's recovery that ends an ejection starts both.
+            ramp = _ramp(state.recovered_at, settings.slow_start, now)
             if passive is not None:
-                weight *= passive.weights.get(address, 1.0)
-            weight *= _ramp(state.recovered_at, settings.slow_start, now)
-            routable[address] = weight
+                ramp = min(ramp, passive.weights.get(address, 1.0))
+            routable[address] = share * ramp
         critical = len(routable) < settings.min_healthy
         panic = bool(open_) and len(routable) * 100 < settings.panic_threshold_percent * len(
             open_)

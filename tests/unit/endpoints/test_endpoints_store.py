@@ -207,3 +207,15 @@ def test_the_batch_limit_is_learned_from_scrapes_that_show_requests_waiting() ->
     assert state.batch_limit == 16
     store.record_scrape(A, ServerMetrics(running=12, waiting=2, scraped_at=3.0))
     assert state.batch_limit == 16  # KV pressure held it lower for a while: keep the largest
+
+
+def test_a_refused_connection_makes_an_endpoint_stale_until_it_is_scraped_again() -> None:
+    store = EndpointStore(stale_after=2.0)
+    store.sync([A, B])
+    store.record_scrape(A, scrape(10.0))
+    assert not store.is_stale(A, 10.5)
+    store.forget_metrics(A.address)
+    store.forget_metrics("10.9.9.9:1")  # not in the store: nothing happens
+    assert store.is_stale(A, 10.5)
+    store.record_scrape(A, scrape(10.6))
+    assert not store.is_stale(A, 10.7)

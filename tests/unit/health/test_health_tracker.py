@@ -679,5 +679,8 @@ def test_monitors_seeing_a_recovery_end_a_passive_ejection_but_passing_probes_al
     assert changes[0].reason == "active health checks pass again"
     view = tracker.view(POOL, 8.0)
     assert view is not None
-    assert 0 < view.weights[E1] < 1  # ramping up
+    assert view.weights[E1] == pytest.approx(0.1)  # one ramp (not the two multiplied)
+    view = tracker.view(POOL, 13.0)
+    assert view is not None
+    assert view.weights[E1] == pytest.approx(0.1 + 0.9 * 5 / 10)
     assert tracker.tick(20.0) == []  # the return was reported once
