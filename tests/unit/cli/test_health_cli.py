@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,7 +17,7 @@ from inferlane.health.settings import GroupMember, PoolHealthSettings
 from inferlane.health.tracker import HealthTracker, WatchedEndpoint, WatchedPool
 from inferlane.health.verdicts import Member, ProbeResult
 
-HOST = "127.0.0.1"
+from .conftest import Answer, FakeGateway
 
 
 def region(name: str, verdict: str, ago: float | None, rtt: float | None, reason: str,
@@ -222,52 +217,12 @@ def test_render_a_tracker_report() -> None:
 
 # -- the command against a gateway ---------------------------------------------------------------
 
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes = b'{"region": "gateway", "generation": 0, "regions": {}, "pools": []}'
+EMPTY = b'{"region": "gateway", "generation": 0, "regions": {}, "pools": []}'
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        self.server.paths.append(self.path)
-        answer = self.server.answer
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body)
-
-    def log_message(self, format: str, *args: object) -> None:  # keep stderr for the CLI
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__((HOST, 0), _Handler)
-        self.answer = Answer()
-        self.paths: list[str] = []
-
-
-@pytest.fixture
-def gateway() -> Iterator[_Server]:
-    server = _Server()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def url(server: _Server) -> str:
-    return f"http://{HOST}:{server.server_address[1]}"
+@pytest.fixture(autouse=True)
+def empty_page(gateway: FakeGateway) -> None:
+    gateway.answer = Answer(body=EMPTY)
 
 
 @pytest.fixture(autouse=True)
@@ -277,80 +232,25 @@ def wide_plain_console(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(variable, raising=False)
 
 
-def test_prints_the_tables(gateway: _Server, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prints_the_tables(gateway: FakeGateway, capsys: pytest.CaptureFixture[str]) -> None:
     gateway.answer = Answer(body=json.dumps(REPORT).encode())
-    assert main(["health", "--gateway", url(gateway) + "/"]) == 0
+    assert main(["health", "--gateway", gateway.url + "/"]) == 0
     out, err = capsys.readouterr()
     assert err == ""
     assert gateway.paths == ["/admin/health"]
     assert out == text_of(REPORT)
 
 
-def test_no_pools(gateway: _Server, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["health", "--gateway", url(gateway)]) == 0
+def test_no_pools(gateway: FakeGateway, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["health", "--gateway", gateway.url]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == ["no pools are watched yet"]
 
 
-@pytest.mark.parametrize("body", [json.dumps(REPORT, indent=2).encode(), Answer().body + b"\n"])
+@pytest.mark.parametrize("body", [json.dumps(REPORT, indent=2).encode(), EMPTY + b"\n"])
 def test_json_prints_the_body_as_received(
-        gateway: _Server, capsys: pytest.CaptureFixture[str], body: bytes) -> None:
+        gateway: FakeGateway, capsys: pytest.CaptureFixture[str], body: bytes) -> None:
     gateway.answer = Answer(body=body)
-    assert main(["health", "--gateway", url(gateway), "--json"]) == 0
+    assert main(["health", "--gateway", gateway.url, "--json"]) == 0
     out = capsys.readouterr().out
     assert out.rstrip("\n") == body.decode().rstrip("\n")
     assert json.loads(out) == json.loads(body)
-
-
-def expect_error(argv: list[str], capsys: pytest.CaptureFixture[str], message: str) -> None:
-    assert main(["health", *argv]) == 1
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err.startswith("inferlane health: ")
-    assert message in err
-    assert err.count("\n") == 1
-    assert "Traceback" not in err
-
-
-def test_unreachable_gateway(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port = sock.getsockname()[1]
-    # Nothing listens on the port now: connection refused.
-    expect_error(["--gateway", f"http://{HOST}:{port}", "--json"], capsys,
-                 f"cannot reach the gateway at http://{HOST}:{port}/admin/health")
-
-
-@pytest.mark.parametrize(
-    ("answer", "message"),
-    [
-        (Answer(404, b"{}"), "answered 404 Not Found; is this an inferlane gateway"),
-        (Answer(500, b"{}"), "answered 500"),
-        (Answer(204, b""), "answered 204, expected 200"),
-        (Answer(200, b"not json"), "answered invalid JSON"),
-        (Answer(200, b"\xff\xfe"), "answered invalid JSON"),
-        (Answer(200, b"[]"), "answered unexpected JSON"),
-        (Answer(200, b'{"pairs": []}'), "answered unexpected JSON"),
-        (Answer(200, b'{"pools": [1]}'), "answered unexpected JSON"),
-    ],
-)
-def test_bad_answers(gateway: _Server, capsys: pytest.CaptureFixture[str], answer: Answer,
-                     message: str) -> None:
-    gateway.answer = answer
-    expect_error(["--gateway", url(gateway)], capsys, message)
-
-
-def test_oversized_answer(gateway: _Server, capsys: pytest.CaptureFixture[str],
-                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(health, "MAX_BODY", 8)
-    gateway.answer = Answer(body=b'{"pools": [], "padding": "xxxxxxxx"}')
-    expect_error(["--gateway", url(gateway)], capsys, "answered more than 8 bytes")
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [(["--gateway", "127.0.0.1:8080"], "--gateway must be an http:// or https:// URL"),
-     (["--timeout", "0"], "--timeout must be a positive number"),
-     (["--timeout", "nan"], "--timeout must be a positive number")],
-)
-def test_bad_arguments(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    expect_error(argv, capsys, message)
