@@ -184,7 +184,7 @@ async def drive(fleet: setup.Fleet, outages: Sequence[fa.Outage], origin: float,
         killed = fleet.kill(outage.replica) - origin
         await asyncio.sleep(max(0.0, origin + outage.restore_at - time.perf_counter()))
         restarted = time.perf_counter() - origin
-        ready = await fleet.start(session, outage.replica) - origin
+        ready = await fleet.launch(session, outage.replica) - origin
         return fa.Kill(outage, fleet.address(outage.replica), killed, restarted, ready)
 
     by_replica: dict[int, list[fa.Outage]] = {}
@@ -246,7 +246,7 @@ async def run_scenario(scenario: setup.Scenario, fleet: setup.Fleet, settings: S
     async with aiohttp.ClientSession(timeout=timeout) as admin:
         for index in range(settings.replicas):  # every replica up before the next scenario
             if not fleet.alive(index):
-                await fleet.start(admin, index)
+                await fleet.launch(admin, index)
         await asyncio.to_thread(machine.wait_quiet)  # e.g. the last gateway's shutdown
         port = peers.free_port()
         config = setup.gateway_config(port, fleet.ports, scenario,
@@ -308,7 +308,7 @@ async def run_all(settings: Settings, outages: Sequence[fa.Outage], log_dir: Pat
     token_file.chmod(0o600)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         for index in range(settings.replicas):
-            await fleet.start(session, index)
+            await fleet.launch(session, index)
     runs = []
     for name in settings.scenarios:
         scenario = setup.SCENARIOS[name]

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+import failover_targets
 import peers
 import routing_peers
 
@@ -175,24 +176,17 @@ async def wait_health(session: aiohttp.ClientSession, process: peers.ManagedProc
         await asyncio.sleep(READY_POLL_S)
 
 
-class Fleet:
-    """The pool's replicas, one process each, on ports fixed for the whole run."""
+class Fleet(failover_targets.Primary):
+    """The pool's replicas, one process each, on ports fixed for the whole run; started
+    asynchronously (the load runs meanwhile) and timed."""
 
     def __init__(self, log_dir: Path, replicas: int, sim_args: tuple[str, ...]) -> None:
-        self._log_dir = log_dir
-        self._sim_args = sim_args
-        self.ports = tuple(peers.free_port() for _ in range(replicas))
-        self.processes: list[peers.ManagedProcess | None] = [None] * replicas
-        self._starts = 0
-
-    @property
-    def urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{port}" for port in self.ports]
+        super().__init__(log_dir, sim_args, replicas)
 
     def address(self, index: int) -> str:
         return f"127.0.0.1:{self.ports[index]}"
 
-    async def start(self, session: aiohttp.ClientSession, index: int) -> float:
+    async def launch(self, session: aiohttp.ClientSession, index: int) -> float:
         """Start replica ``index`` (a fresh process on its port); when it answered /health."""
         self._starts += 1
         process = peers.start_process(f"replica-{index}-{self._starts}",
@@ -203,25 +197,9 @@ class Fleet:
 
     def kill(self, index: int) -> float:
         """SIGKILL replica ``index`` by its PID (as the OOM killer would); when it was sent."""
-        process = self.processes[index]
-        if process is None or not process.alive():
+        if not self.alive(index):
             raise peers.PeerError(f"replica {index} is not running; cannot kill it")
-        at = time.perf_counter()
-        process.popen.kill()
-        process.popen.wait(10)
-        return at
-
-    def alive(self, index: int) -> bool:
-        process = self.processes[index]
-        return process is not None and process.alive()
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process is not None:
-                process.stop()
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p is not None and p.alive()]
+        return super().kill(index)
 
 
 # --- gateway and agents -------------------------------------------------------------------------

@@ -79,12 +79,15 @@ class Primary:
             self._log_dir, f"replica-{index}-{self._starts}", self.ports[index],
             [*self._sim_args, "--seed", str(index)])
 
-    def kill(self, index: int) -> None:
-        """SIGKILL, as when the OOM killer or a node failure takes the server."""
+    def kill(self, index: int) -> float:
+        """SIGKILL, as when the OOM killer or a node failure takes the server; when it was sent
+        (``perf_counter``)."""
+        at = time.perf_counter()
         process = self.processes[index]
         if process is not None and process.alive():
             process.popen.kill()
             process.popen.wait(10)
+        return at
 
     def alive(self, index: int) -> bool:
         process = self.processes[index]
