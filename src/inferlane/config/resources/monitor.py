@@ -90,7 +90,8 @@ class HttpMonitorSettings(StrictModel):
         default_factory=lambda: ["2xx"], alias="expectedCodes", min_length=1, max_length=16,
         description="Healthy status codes: a class (2xx), a code (200) or a range (200-299).")
     expected_body: str = Field("", alias="expectedBody", max_length=1024,
-                               description="A substring the body must contain (empty: any).")
+                               description="A substring the body must contain, "
+                                           "case-insensitive (empty: any).")
     follow_redirects: bool = Field(False, alias="followRedirects",
                                    description="Follow 3xx answers instead of judging them.")
     insecure_skip_verify: bool = Field(
