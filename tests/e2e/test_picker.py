@@ -458,17 +458,33 @@ def test_scheduler_staleness_follows_stale_after(stack: Stack, tmp_path: Path) -
         "scrapes of the killed fleet to fail", STALE_WAIT)
     time.sleep(3.0)  # past the 2 s default, far below --stale-after 60
 
-    scores = None
+    # Failing scrapes alone do not make it stale before 60 s ...
+    assert stale_flags(gateway.metrics()).get(victim) == 0
+    # ... but a request that meets its refused connection does: its last scrape is dropped, so
+    # the scheduler passes over it (instead of sending more requests to a dead server that
+    # looked idle) until a scrape answers again.
+    refused = False
+    eligible: list[str] = []
     with gateway.client(timeout=10.0) as client:
         for i in range(20):
             endpoint, headers = ask(client, model, f"stale-after {i}", "hi", debug=True)
             assert endpoint == survivor  # the dead one may be tried first: then retried here
-            if headers["x-inferlane-attempts"] == "1":  # picked among both endpoints
-                scores = headers["x-inferlane-scores"]
+            if headers["x-inferlane-attempts"] != "1":
+                refused = True
+                continue
+            scores = headers["x-inferlane-scores"]
+            eligible.append(scores.split("; ")[1])
+            if refused:
+                # Flow control already leaves a stale endpoint out of the candidates.
+                assert victim not in scores, scores
                 break
-    assert scores is not None, "no request went straight to the survivor"
-    assert stale_flags(gateway.metrics()).get(victim) == 0  # the gauge: not stale before 60 s
-    assert "eligible=2/2" in scores, scores  # ... and the scheduler agrees
+    assert eligible, "no request went straight to the survivor"
+    if refused:
+        assert eligible[-1] in ("eligible=1/1", "eligible=1/2"), eligible
+        assert stale_flags(gateway.metrics()).get(victim) == 1
+    else:  # the picker never chose the dead one: only scrape staleness, which waits for 60 s
+        assert set(eligible) == {"eligible=2/2"}, eligible
+        assert stale_flags(gateway.metrics()).get(victim) == 0
 
 
 # -- explanations and EndpointPickerConfig --------------------------------------------------------
