@@ -34,6 +34,7 @@ from inferlane.config.checks_index import (
 )
 from inferlane.config.health_checks import check_health
 from inferlane.config.issues import suggest
+from inferlane.config.l4_checks import check_l4
 from inferlane.config.paths import Path
 from inferlane.config.policy_checks import check_policies
 from inferlane.config.resources import (
@@ -94,6 +95,7 @@ def check_resources(items: Sequence[Loaded], findings: Findings) -> None:
     check_policies(items, index, findings)
     check_providers_and_policies(items, index, findings)
     check_health(items, index, findings)
+    check_l4(items, index, findings)
 
 
 def _check_annotations(item: Loaded, findings: Findings) -> None:
@@ -112,7 +114,7 @@ def _check_annotations(item: Loaded, findings: Findings) -> None:
 def _check_gateway(item: Loaded, gateway: Gateway, findings: Findings) -> None:
     for i, listener in enumerate(gateway.spec.listeners):
         path: Path = ("spec", "listeners", i)
-        if listener.protocol != "HTTP":
+        if listener.protocol in ("HTTPS", "TLS"):
             findings.warn(item, (*path, "protocol"), f"{listener.protocol} listeners are not "
                                                      "served yet (only HTTP): this listener is "
                                                      "ignored")

@@ -1,11 +1,13 @@
 """Phase two for health: Monitors, MonitorGroups and HealthCheckPolicies become frozen
-``health`` values — one ``PoolHealthSettings`` per InferencePool.
+``health`` values — one ``PoolHealthSettings`` per InferencePool, and one per BackendSet (the
+targets of L4 routes, watched like pools).
 
 Phase one (``config.loader`` with ``config.health_checks``) has already rejected dangling
 references, a pool targeted twice and every out-of-range value, so this step only resolves:
 a policy's ``monitorRef`` becomes its members (a lone Monitor is a group of one voting member),
 durations become seconds and percents become fractions where the runtime wants them. A pool
-without a policy gets ``default_settings`` (no monitors, Envoy-default outlier detection).
+or set without a policy gets ``default_settings`` (no monitors, Envoy-default outlier
+detection).
 """
 
 from __future__ import annotations
@@ -92,19 +94,32 @@ def _inference_check(settings: InferenceMonitorSettings) -> InferenceCheck:
 
 def build_pool_health(bundle: ConfigBundle) -> dict[str, PoolHealthSettings]:
     """Health settings of every InferencePool in ``bundle``, keyed ``"namespace/name"``."""
+    return _build_health(bundle, "InferencePool",
+                         [(pool.namespace, pool.name) for pool in bundle.inference_pools])
+
+
+def build_backend_set_health(bundle: ConfigBundle) -> dict[str, PoolHealthSettings]:
+    """Health settings of every BackendSet in ``bundle``, keyed ``"namespace/name"`` (the health
+    tracker watches a set like a pool: its endpoints are the set's distinct addresses)."""
+    return _build_health(bundle, "BackendSet",
+                         [(item.namespace, item.name) for item in bundle.backend_sets])
+
+
+def _build_health(bundle: ConfigBundle, kind: str,
+                  targets: list[_Key]) -> dict[str, PoolHealthSettings]:
     specs = {(m.namespace, m.name): monitor_spec(m) for m in bundle.monitors}
     groups = {(g.namespace, g.name): g for g in bundle.monitor_groups}
     policies: dict[_Key, HealthCheckPolicy] = {}
     for policy in bundle.health_policies:
         for ref in policy.spec.target_refs:
-            if ref.kind == "InferencePool":
+            if ref.kind == kind:
                 policies.setdefault((policy.namespace, ref.name), policy)
     out: dict[str, PoolHealthSettings] = {}
-    for pool in bundle.inference_pools:
-        pool_key = _key(pool.namespace, pool.name)
-        chosen = policies.get((pool.namespace, pool.name))
-        out[pool_key] = (default_settings(pool_key) if chosen is None
-                         else _pool_settings(pool_key, chosen, specs, groups))
+    for namespace, name in targets:
+        target_key = _key(namespace, name)
+        chosen = policies.get((namespace, name))
+        out[target_key] = (default_settings(target_key) if chosen is None
+                           else _pool_settings(target_key, chosen, specs, groups))
     return out
 
 

@@ -1,10 +1,11 @@
 """Cross-resource checks of the health kinds: Monitors, MonitorGroups, HealthCheckPolicies.
 
-Errors: a policy target or ``monitorRef`` naming nothing, two policies for one pool, a group
-member naming no Monitor, a ``regionTimeout`` shorter than a monitor's interval (region votes
-would go stale between probes). Warnings: monitors and groups nothing uses, groups in which no
-member can vote, inference monitors that cannot tell which model to ask for. Called from
-``checks.check_resources`` (same findings, same "did you mean" hints).
+Errors: a policy target (InferencePool or BackendSet) or ``monitorRef`` naming nothing, two
+policies for one pool or set, a group member naming no Monitor, a ``regionTimeout`` shorter
+than a monitor's interval (region votes would go stale between probes). Warnings: monitors
+and groups nothing uses, groups in which no member can vote, inference monitors that cannot
+tell which model to ask for. Called from ``checks.check_resources`` (same findings, same "did
+you mean" hints).
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def _check_policy(item: Loaded, policy: HealthCheckPolicy, index: Index,
                 findings.error(item, (*path, "name"), missing)
             continue
         if key in targeted:
+            noun = "pool" if target.kind == "InferencePool" else target.kind
             findings.error(item, path, f"{target.kind} {target.name} is already targeted by "
                                        f"HealthCheckPolicy {targeted[key]}: one "
-                                       "HealthCheckPolicy per pool, merge the two")
+                                       f"HealthCheckPolicy per {noun}, merge the two")
         targeted.setdefault(key, policy.name)
         if isinstance(resource, InferencePool):
             pools.append(resource)

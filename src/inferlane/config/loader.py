@@ -25,6 +25,7 @@ from inferlane.config.issues import show, suggest, validation_problems
 from inferlane.config.paths import Path, format_path
 from inferlane.config.resources import (
     RESOURCE_KINDS,
+    BackendSet,
     EndpointPickerConfig,
     Gateway,
     HealthCheckPolicy,
@@ -39,7 +40,9 @@ from inferlane.config.resources import (
     Provider,
     RateLimitPolicy,
     Resource,
+    TCPRoute,
     TrafficPolicy,
+    UDPRoute,
 )
 from inferlane.config.yaml_source import LineMap, parse_documents
 from inferlane.errors import ConfigError, ConfigIssue
@@ -65,6 +68,9 @@ class ConfigBundle:
     monitors: tuple[Monitor, ...] = ()
     monitor_groups: tuple[MonitorGroup, ...] = ()
     health_policies: tuple[HealthCheckPolicy, ...] = ()
+    tcp_routes: tuple[TCPRoute, ...] = ()
+    udp_routes: tuple[UDPRoute, ...] = ()
+    backend_sets: tuple[BackendSet, ...] = ()
 
     def gateway(self, namespace: str, name: str) -> Gateway | None:
         return next((g for g in self.gateways if (g.namespace, g.name) == (namespace, name)), None)
@@ -76,6 +82,10 @@ class ConfigBundle:
     def provider(self, namespace: str, name: str) -> Provider | None:
         return next((p for p in self.providers
                      if (p.namespace, p.name) == (namespace, name)), None)
+
+    def backend_set(self, namespace: str, name: str) -> BackendSet | None:
+        return next((s for s in self.backend_sets
+                     if (s.namespace, s.name) == (namespace, name)), None)
 
     def model_server(self, namespace: str, name: str) -> ModelServer | None:
         return next((s for s in self.model_servers
@@ -178,6 +188,9 @@ def load_config_text(text: str, source: str = "<string>") -> ConfigBundle:
         monitors=tuple(r for r in resources if isinstance(r, Monitor)),
         monitor_groups=tuple(r for r in resources if isinstance(r, MonitorGroup)),
         health_policies=tuple(r for r in resources if isinstance(r, HealthCheckPolicy)),
+        tcp_routes=tuple(r for r in resources if isinstance(r, TCPRoute)),
+        udp_routes=tuple(r for r in resources if isinstance(r, UDPRoute)),
+        backend_sets=tuple(r for r in resources if isinstance(r, BackendSet)),
     )
 
 

@@ -44,9 +44,10 @@ outside Kubernetes. `kind: List` documents (as printed by `kubectl get -o yaml`)
   must attach to an existing Gateway listener (honouring `sectionName`, `port`,
   `allowedRoutes` and hostnames); backendRefs (split, RequestMirror, TrafficPolicy fallback)
   must name existing InferencePools or Providers and poolRefs existing InferencePools; two
-  ModelServers cannot share an address; at least one Gateway is required. Provider
-  credentials (environment variables, files) are read when the gateway starts or reloads;
-  `inferlane validate` does not need them.
+  ModelServers cannot share an address; at least one Gateway is required. TCPRoutes and
+  UDPRoutes attach to TCP and UDP listeners (one route per listener) and name existing
+  BackendSets. Provider credentials (environment variables, files) are read when the gateway
+  starts or reloads; `inferlane validate` does not need them.
 
 ## Differences from upstream
 
@@ -58,16 +59,24 @@ outside Kubernetes. `kind: List` documents (as printed by `kubectl get -o yaml`)
   not checked (cross-namespace references are allowed, with a warning), and
   `allowedRoutes.namespaces.from: Selector` accepts every namespace (namespaces have no labels
   here; also a warning).
-- **Accepted with a warning, not implemented yet** (marked *not implemented*): listeners
-  other than HTTP; the filters RequestRedirect, ExtensionRef, CORS and ExternalAuth; filters
+- **Accepted with a warning, not implemented yet** (marked *not implemented*): HTTPS and
+  TLS listeners; the filters RequestRedirect, ExtensionRef, CORS and ExternalAuth; filters
   on a backendRef; InferencePool `appProtocol: kubernetes.io/h2c`.
-- **Narrower:** listener ports must be unique (one socket per port); every backendRef must be
-  an InferencePool (`group: inference.networking.k8s.io`, `kind: InferencePool`) or a Provider
-  (`group: inferlane.dev`, `kind: Provider`); `sessionPersistence` supports `type: Header`
-  only (the header's value picks the split's arm, with no expiry); RegularExpression matches
-  use Python `re` syntax.
+- **Narrower:** listener ports must be unique per transport (one socket per port; a UDP
+  listener may share a TCP one's port); a TCPRoute or UDPRoute has exactly one rule (as
+  upstream TCPRoute v1) and its backendRefs name BackendSets (`group: inferlane.dev`,
+  `kind: BackendSet`) or Services (`group: ""`, `kind: Service`), a Service resolving to the
+  BackendSet of its name (the backendRef's `port` is not used: endpoints carry their ports);
+  every HTTPRoute backendRef must be an InferencePool (`group: inference.networking.k8s.io`,
+  `kind: InferencePool`) or a Provider (`group: inferlane.dev`, `kind: Provider`);
+  `sessionPersistence` supports `type: Header` only (the header's value picks the split's
+  arm, with no expiry); RegularExpression matches use Python `re` syntax.
 - **Extensions:** the `ModelServer` kind, which stands in for the Pods
-  an InferencePool selects; the `Provider` kind (hosted and external model APIs: OpenAI, Azure
+  an InferencePool selects; the `BackendSet` kind, which stands in for the Services (and
+  their endpoints) of TCPRoutes and UDPRoutes, with the route annotations
+  `inferlane.dev/l4-algorithm`, `inferlane.dev/maglev-table-size`,
+  `inferlane.dev/proxy-protocol`, `inferlane.dev/udp-idle-timeout` and
+  `inferlane.dev/dataplane`; the `Provider` kind (hosted and external model APIs: OpenAI, Azure
   OpenAI, Anthropic, any OpenAI-compatible server) and the `TrafficPolicy` kind (fallback
   chains, retry budget, cooldown, mirror limits for HTTPRoute rules);
   `inferlane.dev/context-window` on an InferencePool (tokens, for the fallback pre-check); and

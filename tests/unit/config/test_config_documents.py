@@ -46,7 +46,7 @@ DELETE = "<delete>"
         (("apiVersion",), 1, "apiVersion", "must be a string"),
         (("kind",), DELETE, "kind", "required field"),
         (("kind",), "Gatway", "kind", 'did you mean "Gateway"'),
-        (("kind",), "Service", "kind", "known kinds: EndpointPickerConfig"),
+        (("kind",), "Service", "kind", "known kinds: BackendSet"),
         (("apiVersion",), "gateway.networking.k8s.io/v2", "apiVersion",
          "use gateway.networking.k8s.io/v1 or gateway.networking.k8s.io/v1beta1"),
     ],

@@ -149,7 +149,7 @@ def test_gateway_v1beta1_is_accepted(world: World) -> None:
     assert bundle.gateways[0].api_version == "gateway.networking.k8s.io/v1beta1"
 
 
-@pytest.mark.parametrize("protocol", ["TCP", "UDP", "TLS", "HTTPS"])
+@pytest.mark.parametrize("protocol", ["TLS", "HTTPS"])  # TCP and UDP: test_config_l4.py
 def test_non_http_listener_is_a_warning(world: World, protocol: str) -> None:
     tls = {"tls": {"mode": "Passthrough"}} if protocol == "TLS" else {}
     if protocol == "HTTPS":

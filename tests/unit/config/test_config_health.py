@@ -177,7 +177,7 @@ def warnings_of(world: World, extra: list[dict[str, Any]]) -> list[tuple[str, st
         # HealthCheckPolicy
         ([policy(targetRefs=[])], "HealthCheckPolicy/hp", "spec.targetRefs", "must not be empty"),
         ([policy(targetRefs=[{"kind": "Service", "name": "pool"}])], "HealthCheckPolicy/hp",
-         "spec.targetRefs[0].kind", 'must be one of "InferencePool" (got "Service")'),
+         "spec.targetRefs[0].kind", 'must be one of "InferencePool", "BackendSet" (got "Service")'),
         ([policy(targetRefs=[{**POOL, "group": "inference.networking.x-k8s.io"}])],
          "HealthCheckPolicy/hp", "spec.targetRefs[0].group",
          'must be "inference.networking.k8s.io" for kind InferencePool (got '

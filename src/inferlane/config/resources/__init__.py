@@ -1,15 +1,17 @@
 """Typed models of every config kind, and the registry that maps ``(apiVersion, kind)`` to them.
 
 Upstream kinds (Gateway API and its Inference Extension) keep their upstream field names as
-aliases; ``ModelServer`` is our ``inferlane.dev/v1alpha1`` extension. Adding a kind is one
-model module plus one line in ``RESOURCE_KINDS``. ``EndpointPickerConfig`` (upstream's endpoint
-picker configuration) configures the scheduling plugins of the pools that name it.
+aliases; ``ModelServer`` and ``BackendSet`` (the endpoints of L4 routes) are our
+``inferlane.dev/v1alpha1`` extensions. Adding a kind is one model module plus one line in
+``RESOURCE_KINDS``. ``EndpointPickerConfig`` (upstream's endpoint picker configuration)
+configures the scheduling plugins of the pools that name it.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from inferlane.config.resources.backend_set import BackendEndpoint, BackendSet, BackendSetSpec
 from inferlane.config.resources.filters import (
     FILTER_FIELDS,
     NOT_IMPLEMENTED_FILTERS,
@@ -77,6 +79,19 @@ from inferlane.config.resources.inference import (
     Port,
     TargetModel,
 )
+from inferlane.config.resources.l4route import (
+    ALGORITHM_ANNOTATION,
+    DATAPLANE_ANNOTATION,
+    L4_ANNOTATIONS,
+    PROXY_PROTOCOL_ANNOTATION,
+    TABLE_SIZE_ANNOTATION,
+    UDP_IDLE_TIMEOUT_ANNOTATION,
+    L4BackendRef,
+    L4RouteRule,
+    L4RouteSpec,
+    TCPRoute,
+    UDPRoute,
+)
 from inferlane.config.resources.meta import (
     ANNOTATION_PREFIX,
     FieldProblems,
@@ -138,11 +153,17 @@ RESOURCE_KINDS: Final[dict[tuple[str, str], type[Resource]]] = {
     (f"{INFERLANE_GROUP}/v1alpha1", "Monitor"): Monitor,
     (f"{INFERLANE_GROUP}/v1alpha1", "MonitorGroup"): MonitorGroup,
     (f"{INFERLANE_GROUP}/v1alpha1", "HealthCheckPolicy"): HealthCheckPolicy,
+    (f"{GATEWAY_GROUP}/v1alpha2", "TCPRoute"): TCPRoute,
+    (f"{GATEWAY_GROUP}/v1", "TCPRoute"): TCPRoute,
+    (f"{GATEWAY_GROUP}/v1alpha2", "UDPRoute"): UDPRoute,
+    (f"{INFERLANE_GROUP}/v1alpha1", "BackendSet"): BackendSet,
 }
 
 __all__ = [
+    "ALGORITHM_ANNOTATION",
     "ANNOTATION_PREFIX",
     "CRITICALITY_PRIORITY",
+    "DATAPLANE_ANNOTATION",
     "DEFAULT_LOAD_BALANCING",
     "FILTER_FIELDS",
     "GATEWAY_GROUP",
@@ -150,12 +171,19 @@ __all__ = [
     "INFERENCE_GROUP",
     "INFERENCE_X_GROUP",
     "INFERLANE_GROUP",
+    "L4_ANNOTATIONS",
     "LOAD_BALANCING_ANNOTATION",
     "NOT_IMPLEMENTED_FILTERS",
     "PICKER_CONFIG_ANNOTATION",
+    "PROXY_PROTOCOL_ANNOTATION",
     "RESOURCE_KINDS",
+    "TABLE_SIZE_ANNOTATION",
+    "UDP_IDLE_TIMEOUT_ANNOTATION",
     "AllowedRoutes",
+    "BackendEndpoint",
     "BackendObjectReference",
+    "BackendSet",
+    "BackendSetSpec",
     "EndpointPickerConfig",
     "EndpointPickerRef",
     "FieldProblems",
@@ -195,6 +223,9 @@ __all__ = [
     "InferencePool",
     "InferencePoolSelector",
     "InferencePoolSpec",
+    "L4BackendRef",
+    "L4RouteRule",
+    "L4RouteSpec",
     "LabelSelector",
     "Listener",
     "ListenerTLSConfig",
@@ -228,10 +259,12 @@ __all__ = [
     "SchedulingProfile",
     "SessionPersistence",
     "StrictModel",
+    "TCPRoute",
     "TargetModel",
     "TcpMonitorSettings",
     "TrafficPolicy",
     "TrafficPolicySpec",
+    "UDPRoute",
     "parse_address",
     "parse_duration",
     "parse_status_codes",

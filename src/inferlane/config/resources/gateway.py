@@ -1,9 +1,10 @@
 """The ``Gateway`` kind (gateway.networking.k8s.io): where inferlane listens.
 
 Every upstream field is accepted so existing manifests load unchanged. Outside Kubernetes
-only ``listeners`` matter: each HTTP listener is one bound port. Listeners of other protocols
-load with a warning (not served yet); ``addresses``, ``infrastructure``, ``allowedListeners``,
-``tls`` and ``defaultScope`` are accepted and ignored.
+only ``listeners`` matter: each HTTP listener is one bound port serving HTTPRoutes, each TCP or
+UDP listener one bound port forwarding to a TCPRoute or UDPRoute (L4 load balancing). HTTPS and
+TLS listeners load with a warning (not served yet); ``addresses``, ``infrastructure``,
+``allowedListeners``, ``tls`` and ``defaultScope`` are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class AllowedRoutes(StrictModel):
     kinds: list[RouteGroupKind] = Field(
         default_factory=list, max_length=8,
         description="Route kinds allowed; empty means the kinds matching the protocol "
-                    "(HTTPRoute for HTTP and HTTPS).")
+                    "(HTTPRoute for HTTP and HTTPS, TCPRoute for TCP, UDPRoute for UDP).")
 
 
 class SecretObjectReference(StrictModel):
@@ -168,9 +169,12 @@ class Listener(StrictModel):
     hostname: Hostname | None = Field(
         None, description="Only requests for this host (exact or ``*.`` suffix) are accepted; "
                           "unset means any host.")
-    port: PortNumber = Field(description="Port to listen on; unique among listeners.")
+    port: PortNumber = Field(description="Port to listen on; unique among the listeners "
+                                         "of one transport (a UDP listener may share a TCP, "
+                                         "HTTP, HTTPS or TLS listener's port).")
     protocol: Annotated[ProtocolType, BeforeValidator(_upper)] = Field(
-        description="Only HTTP is served in this version; other protocols load with a warning.")
+        description="HTTP serves HTTPRoutes, TCP and UDP forward to a TCPRoute or UDPRoute; "
+                    "HTTPS and TLS are not served yet (they load with a warning).")
     tls: ListenerTLSConfig | None = Field(
         None, description="Required for HTTPS and TLS, forbidden for HTTP, TCP and UDP.")
     allowed_routes: AllowedRoutes = Field(default_factory=AllowedRoutes, alias="allowedRoutes",
@@ -189,6 +193,11 @@ class Listener(StrictModel):
             problems.add(("hostname",), f"must not be set for protocol {self.protocol}")
         problems.raise_if_any()
         return self
+
+    @property
+    def transport(self) -> Literal["tcp", "udp"]:
+        """The socket type the listener binds: ``udp`` for UDP, ``tcp`` for every other."""
+        return "udp" if self.protocol == "UDP" else "tcp"
 
 
 class GatewaySpecAddress(StrictModel):
@@ -242,17 +251,18 @@ class GatewaySpec(StrictModel):
     def _check(self) -> GatewaySpec:
         problems = Problems()
         names: dict[str, int] = {}
-        ports: dict[int, str] = {}
+        ports: dict[tuple[str, int], str] = {}
         for i, listener in enumerate(self.listeners):
             if listener.name in names:
                 problems.add(("listeners", i, "name"), f'duplicate listener name "{listener.name}"'
                                                        f" (also listeners[{names[listener.name]}])")
             names.setdefault(listener.name, i)
-            if listener.port in ports:
-                # One socket per port: hostname-based sharing of a port is not supported.
+            # One socket per transport and port: hostname-based sharing is not supported.
+            socket = (listener.transport, listener.port)
+            if socket in ports:
                 problems.add(("listeners", i, "port"), f"port {listener.port} is already used "
-                                                       f'by listener "{ports[listener.port]}"')
-            ports.setdefault(listener.port, listener.name)
+                                                       f'by listener "{ports[socket]}"')
+            ports.setdefault(socket, listener.name)
         problems.raise_if_any()
         return self
 

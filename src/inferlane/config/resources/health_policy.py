@@ -1,8 +1,8 @@
 """The ``HealthCheckPolicy`` kind (inferlane.dev/v1alpha1, our extension): how a pool's
 endpoints are judged healthy.
 
-Attached to InferencePools by ``targetRefs`` (Gateway API policy attachment, shaped like Envoy
-Gateway's BackendTrafficPolicy ``healthCheck``):
+Attached to InferencePools, and to the BackendSets of L4 routes, by ``targetRefs`` (Gateway API
+policy attachment, shaped like Envoy Gateway's BackendTrafficPolicy ``healthCheck``):
 
 - *active* health: ``monitorRef`` names a Monitor or a MonitorGroup that probes every endpoint
   from each of ``regions`` (``gateway``: the gateway process itself; other names are probe
@@ -14,7 +14,8 @@ Gateway's BackendTrafficPolicy ``healthCheck``):
   up over this time).
 
 A pool without a policy gets passive health with Envoy's defaults and no monitors. Phase two
-(``config.health_build``) turns a policy into one ``health.PoolHealthSettings`` per pool.
+(``config.health_build``) turns a policy into one ``health.PoolHealthSettings`` per pool (and
+one per BackendSet: the health tracker treats a set like a pool).
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from inferlane.config.resources.meta import (
 from inferlane.config.resources.monitor import positive_seconds
 from inferlane.health.settings import GATEWAY_REGION
 
-# Kinds a HealthCheckPolicy may target, with their API group. Adding one (e.g. an L4 backend
-# set) is a line here, one in ``HealthTargetKind`` and its lookup in ``config.health_checks``.
-HealthTargetKind = Literal["InferencePool"]
-HEALTH_TARGET_GROUPS: Final[dict[str, str]] = {"InferencePool": INFERENCE_GROUP}
+# Kinds a HealthCheckPolicy may target, with their API group. Adding one is a line here, one
+# in ``HealthTargetKind`` and its lookup in ``config.health_checks``.
+HealthTargetKind = Literal["InferencePool", "BackendSet"]
+HEALTH_TARGET_GROUPS: Final[dict[str, str]] = {"InferencePool": INFERENCE_GROUP,
+                                               "BackendSet": "inferlane.dev"}
 
 _REGION_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -58,11 +60,23 @@ RegionName = Annotated[str, AfterValidator(_region), TypeDoc("region name (RFC 1
 
 
 class HealthPolicyTargetReference(StrictModel):
-    """A pool in the policy's namespace."""
+    """A pool or BackendSet in the policy's namespace."""
 
-    group: Group = Field(INFERENCE_GROUP, description="API group of the target.")
-    kind: HealthTargetKind = Field(description="InferencePool.")
+    group: Group = Field(INFERENCE_GROUP, description="API group of the target; defaults to "
+                                                      "the kind's (inferlane.dev for a "
+                                                      "BackendSet).")
+    kind: HealthTargetKind = Field(description="InferencePool, or BackendSet (L4).")
     name: ObjectName = Field(description="Name of the target.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_group(cls, data: object) -> object:
+        # The default group depends on the kind, which a field default cannot express.
+        if isinstance(data, dict) and "group" not in data:
+            kind = data.get("kind")
+            if isinstance(kind, str) and kind in HEALTH_TARGET_GROUPS:
+                return {**data, "group": HEALTH_TARGET_GROUPS[kind]}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> HealthPolicyTargetReference:
@@ -117,7 +131,8 @@ class HealthCheckPolicySpec(StrictModel):
 
     target_refs: list[HealthPolicyTargetReference] = Field(
         alias="targetRefs", min_length=1, max_length=16,
-        description="InferencePools this policy applies to (one policy per pool).")
+        description="InferencePools and BackendSets this policy applies to (one policy per "
+                    "pool or set).")
     monitor_ref: HealthMonitorReference | None = Field(
         None, alias="monitorRef",
         description="The Monitor or MonitorGroup that probes the endpoints; unset: passive "
@@ -165,7 +180,10 @@ class HealthCheckPolicySpec(StrictModel):
 
 
 class HealthCheckPolicy(Resource):
-    """Active (monitors, regions) and passive (outlier detection) health of InferencePools."""
+    """Active (monitors, regions) and passive (outlier detection) health of pools and sets.
+
+    Targets are InferencePools, or BackendSets (the endpoints of TCPRoutes and UDPRoutes: an
+    unhealthy endpoint gets no new flows, existing ones stay)."""
 
     api_version: Literal["inferlane.dev/v1alpha1"] = Field(
         alias="apiVersion", description="API group and version.")
