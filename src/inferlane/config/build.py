@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from inferlane.config.attachment import attached_listeners
-from inferlane.config.health_build import build_pool_health
+from inferlane.config.health_build import build_backend_set_health, build_pool_health
+from inferlane.config.l4_build import build_l4, set_backends
 from inferlane.config.loader import ConfigBundle
 from inferlane.config.resources import (
     EndpointPickerConfig,
@@ -36,6 +37,7 @@ from inferlane.errors import ConfigError, ConfigIssue
 from inferlane.flowcontrol import BandConfig, FlowControlConfig, SaturationConfig
 from inferlane.health.settings import PoolHealthSettings
 from inferlane.health.tracker import WatchedEndpoint, WatchedPool
+from inferlane.l4.config import BACKEND_SET_PREFIX
 from inferlane.providers.runtime import ProviderConfigError, ProviderRuntime, build_provider
 from inferlane.ratelimit import Limit
 from inferlane.routing.affinity import SessionAffinity
@@ -135,6 +137,8 @@ def build_snapshot(
                 models.update(server.spec.models)
     return GatewaySnapshot(
         generation=generation,
+        l4=build_l4(bundle),
+        backend_sets=_backend_set_health(bundle),
         source=bundle.source,
         listeners=tuple(listeners),
         pools=pools,
@@ -164,6 +168,21 @@ def _build_providers(bundle: ConfigBundle, resolve_secrets: bool) -> dict[str, P
     if issues:
         raise ConfigError(issues)
     return providers
+
+
+def _backend_set_health(bundle: ConfigBundle) -> dict[str, WatchedPool]:
+    """Each BackendSet as health watches it, keyed ``BACKEND_SET_PREFIX + "ns/name"`` (apart from
+    InferencePools of the same name)."""
+    settings = build_backend_set_health(bundle)
+    watched: dict[str, WatchedPool] = {}
+    for backend_set in bundle.backend_sets:
+        set_key = key(backend_set.namespace, backend_set.name)
+        health_key = BACKEND_SET_PREFIX + set_key
+        watched[health_key] = WatchedPool(
+            replace(settings[set_key], pool=health_key),
+            tuple(WatchedEndpoint(b.key, b.host, b.port, weight=b.weight)
+                  for b in set_backends(backend_set)))
+    return watched
 
 
 def _rate_limit(policy: RateLimitPolicy) -> RateLimitRuntime:

@@ -77,7 +77,8 @@ class GatewayState:
         queue across reloads; a removed pool's gate stays until its queue drains)."""
         self.snapshot = snapshot
         self.metrics.config_generation.set(snapshot.generation)
-        self.health.configure(pool.watched() for pool in snapshot.pools.values())
+        self.health.configure([*(pool.watched() for pool in snapshot.pools.values()),
+                               *snapshot.backend_sets.values()])
         for key, pool in snapshot.pools.items():
             gate = self.gates.get(key)
             if pool.flow is None:

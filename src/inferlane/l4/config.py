@@ -24,6 +24,8 @@ DEFAULT_ALGORITHM: Final[L4Algorithm] = "maglev"
 DEFAULT_DATAPLANE: Final[Dataplane] = "auto"
 DEFAULT_UDP_IDLE_TIMEOUT: Final = 30.0  # seconds, Katran's UDP flow timeout
 MAX_MAGLEV_TABLE_SIZE: Final = 1_000_003  # prime; a bigger table only costs memory
+# Health watches a BackendSet under this prefix + "namespace/name" (pools are plain "ns/name").
+BACKEND_SET_PREFIX: Final = "backendset/"
 
 
 @dataclass(frozen=True, slots=True)

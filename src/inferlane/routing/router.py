@@ -42,6 +42,8 @@ from inferlane.scheduling.interfaces import Endpoint, PickRequest
 from inferlane.scheduling.pool import PoolRuntime
 
 if TYPE_CHECKING:
+    from inferlane.health.tracker import WatchedPool
+    from inferlane.l4.config import L4Listener
     from inferlane.providers.runtime import ProviderRuntime
 
 MODEL_HEADER = "x-gateway-model-name"
@@ -68,6 +70,9 @@ class GatewaySnapshot:
     max_body_bytes: int = 10 * 1024 * 1024
     rate_limits: tuple[RateLimitRuntime, ...] = ()
     providers: Mapping[str, ProviderRuntime] = field(default_factory=dict)
+    l4: tuple[L4Listener, ...] = ()  # TCP/UDP listeners and their routes
+    # BackendSets as health watches them, keyed BACKEND_SET_PREFIX + "namespace/name".
+    backend_sets: Mapping[str, WatchedPool] = field(default_factory=dict)
 
     def listener(self, name: str) -> Listener | None:
         for listener in self.listeners:
