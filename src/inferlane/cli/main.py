@@ -14,7 +14,7 @@ from inferlane import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    from inferlane.cli import bench, demo, health, probe, serve, shadow_report, validate
+    from inferlane.cli import bench, demo, health, l4, probe, serve, shadow_report, validate
     from inferlane.sim import command as sim
 
     parser = argparse.ArgumentParser(
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         "health", help="show a running gateway's health verdicts",
         description="Read a running gateway's health report (GET /admin/health) and print "
                     "pool, endpoint, monitor and region verdicts as a table."))
+    l4.configure_parser(commands.add_parser(
+        "l4", help="TCP/UDP load balancing: `inferlane l4 status`",
+        description="Inspect a running gateway's TCP/UDP listeners (GET /admin/l4)."))
     probe.configure_parser(commands.add_parser(
         "probe", help="run a probe agent for another region",
         description="Run the monitors a gateway assigns to REGION from this host and report "

@@ -7,7 +7,10 @@ Routes served on every listener:
 - ``GET /v1/models`` → the models this gateway routes (from the serving snapshot)
 - ``GET /admin/shadow`` (mirror comparisons, read by ``inferlane shadow-report``) and
   ``GET /admin/backends`` (circuit breakers that are open or have recent failures), JSON
-- ``/admin/health`` and its agent/drain calls (``dataplane.health_admin``)
+- ``/admin/health`` and its agent/drain calls (``dataplane.health_admin``); ``GET /admin/l4``
+  (TCP/UDP listeners, backends, flows, counters; read by ``inferlane l4 status``)
+
+TCP and UDP Gateway listeners are served by ``l4.service.L4Service`` beside the HTTP sites.
 - ``GET /metrics`` (Prometheus text), ``GET /healthz`` (alive), ``GET /readyz`` (serving)
 - anything else → 404/405 in OpenAI's error shape
 
@@ -33,8 +36,10 @@ from inferlane.dataplane.upstream import UpstreamOptions, create_pool
 from inferlane.endpoints import EndpointStore, MetricsScraper
 from inferlane.errors import MethodNotAllowed, NotFound
 from inferlane.health.settings import GATEWAY_REGION
+from inferlane.l4.service import L4Service
 from inferlane.metrics.endpoints import EndpointCollector
 from inferlane.metrics.gateway import CONTENT_TYPE, GatewayMetrics
+from inferlane.metrics.l4 import L4Collector
 from inferlane.routing.router import GatewaySnapshot
 from inferlane.scheduling.interfaces import Endpoint
 
@@ -42,7 +47,7 @@ log = logging.getLogger("inferlane.server")
 
 INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages")
 _GET_PATHS = ("/v1/models", "/metrics", "/healthz", "/readyz", "/admin/shadow",
-              "/admin/backends", "/admin/health", "/admin/health/plan")
+              "/admin/backends", "/admin/health", "/admin/health/plan", "/admin/l4")
 _ADMIN_POST_PATHS = ("/admin/health/reports", "/admin/health/drain")
 
 
@@ -85,6 +90,7 @@ class GatewayServer:
         self._runners: list[web.AppRunner] = []
         self._ports: dict[str, int] = {}
         self._state: GatewayState | None = None
+        self._l4: L4Service | None = None
         self._loaded_at = int(time.time())
 
     @property
@@ -143,12 +149,18 @@ class GatewayServer:
                     "listener %s serving on http://%s:%d",
                     listener.name, self._options.host, self._ports[listener.name],
                 )
+            self._l4 = L4Service(self._state.health.tracker, host=self._options.host)
+            self._state.metrics.registry.register(L4Collector(self._l4.status))
+            await self._l4.apply(self._initial.l4, self._initial.backend_sets)
         except BaseException:
             await self.stop()
             raise
         self._state.ready = True
 
     async def stop(self) -> None:
+        if self._l4 is not None:
+            await self._l4.close()
+            self._l4 = None
         if self._state is not None:
             self._state.ready = False
         if self._scraper is not None:
@@ -178,6 +190,8 @@ class GatewayServer:
         if self._scraper is not None:
             self._scraper.metrics_paths = {e.address: e.metrics_path for e in scraped}
         self.state.swap(snapshot)
+        if self._l4 is not None:
+            self.state.spawn(self._l4.apply(snapshot.l4, snapshot.backend_sets))
         self._loaded_at = int(time.time())
 
     def _build_app(self, listener_name: str) -> web.Application:
@@ -191,6 +205,7 @@ class GatewayServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/admin/shadow", self._shadow)
         app.router.add_get("/admin/backends", self._backends)
+        app.router.add_get("/admin/l4", self._l4_status)
         HealthAdmin(self.state, self._options.admin_token).add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._fallback)
         return app
@@ -219,6 +234,10 @@ class GatewayServer:
         now = time.monotonic()
         body = {"monotonic_now": now, "rules": self.state.resilience.snapshot(now)}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def _l4_status(self, request: web.Request) -> web.Response:
+        status = self._l4.status() if self._l4 is not None else {"listeners": []}
+        return web.Response(body=orjson.dumps(status), content_type="application/json")
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
