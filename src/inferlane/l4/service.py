@@ -3,19 +3,22 @@
 For every Gateway listener with ``protocol: TCP``/``UDP`` and a route, one data plane: the
 user-space ``TcpProxy``/``UdpProxy`` around a ``BackendSelector`` (flow tracking in front of the
 route's algorithm), or the eBPF fast path where the route asks for it and the kernel allows
-(``l4/ebpf/``). Health comes from the ``HealthTracker``: a backend is routable for new flows when
-the health view of a BackendSet it belongs to lets it take requests (monitors, passive checks,
-admin drains via ``POST /admin/health/drain`` with pool ``backendset/NS/NAME``).
+(``l4/ebpf/``). Health comes from the ``HealthTracker``: a backend is routable for new flows of a
+route when the health view of one of *that route's* BackendSets listing it lets it take requests
+(monitors, passive checks, admin drains via ``POST /admin/health/drain`` with pool
+``backendset/NS/NAME``); sets of other routes that list the same address do not count.
 
 ``apply`` follows config reloads without dropping a connection: a listener that stays gets the
 new backends (``BackendSelector.update``: tracked flows keep their backend) and, when the
-algorithm changes, a new selector sharing the same flow table; a new listener starts; a removed
-one stops accepting and lets its connections finish for ``grace`` seconds.
+algorithm changes, a new selector sharing the same flow table; its PROXY protocol version and
+UDP idle timeout apply to new connections and the next expiry check; a new listener starts; a
+removed one stops accepting and lets its connections finish for ``grace`` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +27,12 @@ from typing import Any
 
 from inferlane.health.tracker import HealthTracker, WatchedPool
 from inferlane.l4.algorithms import build_algorithm
-from inferlane.l4.config import L4Listener, L4RouteRuntime
+from inferlane.l4.config import (
+    BACKEND_SET_PREFIX,
+    DEFAULT_UDP_IDLE_TIMEOUT,
+    L4Listener,
+    L4RouteRuntime,
+)
 from inferlane.l4.conntrack import FlowTable
 from inferlane.l4.proxy_tcp import TcpProxy
 from inferlane.l4.proxy_udp import DEFAULT_MAX_SESSIONS, UdpProxy
@@ -54,7 +62,7 @@ class L4Service:
         self._host = host
         self._clock = clock
         self._running: dict[tuple[str, str], _Running] = {}
-        self._sets_of: dict[str, tuple[str, ...]] = {}  # backend key -> health keys of its sets
+        self._members: dict[str, frozenset[str]] = {}  # health key of a set -> backend keys
         self._applying = asyncio.Lock()  # reloads apply one after another, in order
 
     async def apply(self, listeners: Iterable[L4Listener],
@@ -65,11 +73,8 @@ class L4Service:
 
     async def _apply(self, listeners: Iterable[L4Listener],
                      backend_sets: Mapping[str, WatchedPool]) -> None:
-        sets_of: dict[str, list[str]] = {}
-        for health_key, watched in backend_sets.items():
-            for endpoint in watched.endpoints:
-                sets_of.setdefault(endpoint.address, []).append(health_key)
-        self._sets_of = {key: tuple(keys) for key, keys in sets_of.items()}
+        self._members = {health_key: frozenset(e.address for e in watched.endpoints)
+                         for health_key, watched in backend_sets.items()}
         wanted = {(item.gateway, item.name): item for item in listeners if item.routes}
         for key in [k for k in self._running if k not in wanted]:
             removed = self._running.pop(key)
@@ -95,11 +100,16 @@ class L4Service:
                 running.proxy.selector = selector
             else:
                 moved = running.selector.update(route.backends)
+                running.selector.set_routable(self._routable_for(route))
                 if moved:
                     log.info("%d flow(s) of %s lost their backend to the reload",
                              len(moved), route.key)
+            if route.dataplane != running.route.dataplane:
+                log.warning("route %s changes its data plane: applied after a restart",
+                            route.key)
             running.route = route
             running.listener = listener
+            self._retune(running)
 
     async def _start(self, listener: L4Listener, route: L4RouteRuntime) -> _Running:
         note = ""
@@ -114,7 +124,7 @@ class L4Service:
                 selector, host=self._host, port=listener.port,
                 proxy_protocol=route.proxy_protocol)
         else:
-            idle = route.udp_idle_timeout or 30.0
+            idle = route.udp_idle_timeout or DEFAULT_UDP_IDLE_TIMEOUT
             flows = FlowTable(idle_timeout=idle, max_flows=DEFAULT_MAX_SESSIONS)
             selector = self._selector(route, flows)
             proxy = UdpProxy(selector, host=self._host, port=listener.port, idle_timeout=idle)
@@ -124,13 +134,30 @@ class L4Service:
                  proxy.port, route.key, route.algorithm, len(route.backends))
         return _Running(listener, route, selector, flows, proxy, "userspace", note)
 
+    @staticmethod
+    def _retune(running: _Running) -> None:
+        """A staying listener's proxy takes the route's per-connection settings."""
+        route, proxy = running.route, running.proxy
+        if isinstance(proxy, TcpProxy):
+            proxy.proxy_protocol = route.proxy_protocol
+        else:
+            idle = route.udp_idle_timeout or DEFAULT_UDP_IDLE_TIMEOUT
+            running.flows.idle_timeout = idle
+            proxy.idle_timeout = idle
+
     def _selector(self, route: L4RouteRuntime, flows: FlowTable) -> BackendSelector:
         algorithm = build_algorithm(route.algorithm, table_size=route.table_size)
-        return BackendSelector(route.backends, algorithm, flows, routable=self._routable)
+        return BackendSelector(route.backends, algorithm, flows,
+                               routable=self._routable_for(route))
 
-    def _routable(self, backend_key: str) -> bool:
-        """Health lets new flows go to ``backend_key`` in one of the sets that list it."""
-        sets = self._sets_of.get(backend_key)
+    def _routable_for(self, route: L4RouteRuntime) -> Callable[[str], bool]:
+        health_keys = tuple(BACKEND_SET_PREFIX + key for key in route.backend_sets)
+        return functools.partial(self._routable, health_keys)
+
+    def _routable(self, health_keys: tuple[str, ...], backend_key: str) -> bool:
+        """Health lets new flows go to ``backend_key`` in one of ``health_keys`` (the route's
+        sets) that list it; a backend none of them lists is routable."""
+        sets = [key for key in health_keys if backend_key in self._members.get(key, ())]
         if not sets:
             return True
         now = self._clock()
@@ -150,6 +177,7 @@ class L4Service:
         listeners = []
         for (gateway, name), running in self._running.items():
             route, selector = running.route, running.selector
+            routable = self._routable_for(route)
             snapshot = running.proxy.snapshot()
             flows = running.flows.counts()
             backends = []
@@ -157,7 +185,7 @@ class L4Service:
                 stats = snapshot["backends"].get(backend.key)
                 backends.append({
                     "backend": backend.key, "weight": backend.weight,
-                    "routable": self._routable(backend.key),
+                    "routable": routable(backend.key),
                     "drained": backend.key in selector.drained or backend.weight == 0,
                     "flows": flows.get(backend.key, 0),
                     "stats": stats,
