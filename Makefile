@@ -21,9 +21,16 @@ demo: $(STAMP)
 	$(BIN)/inferlane demo $(DEMO_ARGS)
 
 # Services the tests start themselves (tests/conftest.py): redis-server, Debian's package.
+# The eBPF fast path's toolchain (l4/ebpf/build.py compiles lb.bpf.c with clang and libbpf's
+# headers at first use; bpftool to inspect its pinned maps) and its tests' ethtool.
+EBPF_DEPS := clang llvm libbpf-dev bpftool ethtool
+EBPF_DEPS_PRESENT := export PATH="$$PATH:/usr/sbin:/sbin"; command -v clang && command -v llc \
+	&& command -v bpftool && command -v ethtool && test -f /usr/include/bpf/bpf_helpers.h
 system-deps:
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server)
+	($(EBPF_DEPS_PRESENT)) >/dev/null || ($(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(EBPF_DEPS))
 
 test: lint typecheck system-deps $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
