@@ -65,7 +65,8 @@ def build_l4(bundle: ConfigBundle) -> tuple[L4Listener, ...]:
             out.append(L4Listener(
                 gateway=_key(gateway.namespace, gateway.name), name=listener.name,
                 protocol=listener.transport, port=listener.port,
-                routes=() if attached is None else (attached,)))
+                routes=() if attached is None else (attached,), vip=gateway.vip,
+                ebpf_interface=gateway.ebpf_interface))
     return tuple(out)
 
 

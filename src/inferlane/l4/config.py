@@ -64,3 +64,5 @@ class L4Listener:
     protocol: Protocol
     port: int
     routes: tuple[L4RouteRuntime, ...]
+    vip: str | None = None  # the Gateway's first IPv4 address: the eBPF fast path's VIP
+    ebpf_interface: str | None = None  # annotation inferlane.dev/ebpf-interface

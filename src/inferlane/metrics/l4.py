@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 
 class L4Collector(Collector):
-    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, status: Callable[..., dict[str, Any]]) -> None:
         self._status = status
 
     def describe(self) -> list[Metric]:
@@ -47,8 +47,25 @@ class L4Collector(Collector):
         rejected = CounterMetricFamily(
             "inferlane_l4_rejected", "TCP connections closed because no backend took them.",
             labels=["listener"])
-        for listener in self._status()["listeners"]:
+        fast_packets = CounterMetricFamily(
+            "inferlane_l4_ebpf_packets", "Packets the eBPF fast path forwarded; direction in = "
+            "client to backend.", labels=[*labels, "direction"])
+        fast_bytes = CounterMetricFamily(
+            "inferlane_l4_ebpf_bytes", "L3 bytes the eBPF fast path forwarded.",
+            labels=[*labels, "direction"])
+        fast_dropped = CounterMetricFamily(
+            "inferlane_l4_ebpf_dropped", "Packets to the VIP dropped: no backend in the table.",
+            labels=["listener"])
+        for listener in self._status(count_flows=False)["listeners"]:
             name = listener["listener"]
+            fast = listener.get("ebpf")
+            if fast is not None and "backends" in fast:
+                fast_dropped.add_metric([name], fast["dropped"])
+                for backend, c in fast["backends"].items():
+                    fast_packets.add_metric([name, backend, "in"], c["packets"])
+                    fast_packets.add_metric([name, backend, "out"], c["reply_packets"])
+                    fast_bytes.add_metric([name, backend, "in"], c["bytes"])
+                    fast_bytes.add_metric([name, backend, "out"], c["reply_bytes"])
             flows.add_metric([name], listener["flows"])
             totals = listener["totals"]
             rejected.add_metric([name], totals.get("rejected", 0))
@@ -66,4 +83,5 @@ class L4Collector(Collector):
                 octets.add_metric([*key, "out"], stats["bytes_out"])
                 datagrams.add_metric([*key, "in"], stats["datagrams_in"])
                 datagrams.add_metric([*key, "out"], stats["datagrams_out"])
-        yield from (active, opened, octets, datagrams, failures, flows, dropped, rejected)
+        yield from (active, opened, octets, datagrams, failures, flows, dropped, rejected,
+                    fast_packets, fast_bytes, fast_dropped)

@@ -179,7 +179,7 @@ def test_broken_resources_do_not_cascade(world: World) -> None:
          'metadata.annotations["inferlane.dev/load-balanse"]',
          'did you mean "inferlane.dev/load-balancing"'),
         ([("gateway", ("metadata", "annotations"), {"inferlane.dev/x": "1"})], [],
-         'metadata.annotations["inferlane.dev/x"]', "Gateway has no inferlane annotations"),
+         'metadata.annotations["inferlane.dev/x"]', "unknown inferlane annotation, ignored"),
         ([("pool", ("metadata", "annotations"), {"inferlane.dev/zzzzzzzz": "1"})], [],
          'metadata.annotations["inferlane.dev/zzzzzzzz"]',
          "InferencePool understands: inferlane.dev/context-window, "

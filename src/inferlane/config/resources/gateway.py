@@ -3,17 +3,22 @@
 Every upstream field is accepted so existing manifests load unchanged. Outside Kubernetes
 only ``listeners`` matter: each HTTP listener is one bound port serving HTTPRoutes, each TCP or
 UDP listener one bound port forwarding to a TCPRoute or UDPRoute (L4 load balancing). HTTPS and
-TLS listeners load with a warning (not served yet); ``addresses``, ``infrastructure``,
-``allowedListeners``, ``tls`` and ``defaultScope`` are accepted and ignored.
+TLS listeners load with a warning (not served yet); ``infrastructure``, ``allowedListeners``,
+``tls`` and ``defaultScope`` are accepted and ignored. ``addresses``: the first IPv4
+``IPAddress`` is the virtual IP of the eBPF fast path of TCP/UDP listeners, which also needs the
+annotation ``inferlane.dev/ebpf-interface`` (the interface clients' packets arrive on).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+import ipaddress
+import re
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from inferlane.config.resources.meta import (
+    ANNOTATION_PREFIX,
     IGNORED,
     Group,
     Hostname,
@@ -31,6 +36,9 @@ from inferlane.config.resources.meta import (
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 ProtocolType = Literal["HTTP", "HTTPS", "TLS", "TCP", "UDP"]
+
+EBPF_INTERFACE_ANNOTATION: Final = ANNOTATION_PREFIX + "ebpf-interface"
+_IFACE_RE = re.compile(r"[^\s/]{1,15}")
 
 
 def _upper(value: object) -> object:
@@ -234,8 +242,10 @@ class GatewaySpec(StrictModel):
     listeners: list[Listener] = Field(min_length=1, max_length=64,
                                       description="Listeners; names and ports must be unique.")
     addresses: list[GatewaySpecAddress] = Field(
-        default_factory=list, max_length=16, description="Requested addresses.",
-        json_schema_extra=IGNORED)
+        default_factory=list, max_length=16,
+        description="Requested addresses; the first IPv4 IPAddress is the virtual IP of the "
+                    "eBPF fast path of TCP/UDP listeners (with the annotation "
+                    "inferlane.dev/ebpf-interface).")
     infrastructure: GatewayInfrastructure | None = Field(
         None, description="Infrastructure attributes.", json_schema_extra=IGNORED)
     allowed_listeners: dict[str, Any] | None = Field(
@@ -275,5 +285,33 @@ class Gateway(Resource):
     kind: Literal["Gateway"] = Field(description="Resource kind.")
     spec: GatewaySpec = Field(description="Listeners and addresses.")
 
+    known_annotations: ClassVar[frozenset[str]] = frozenset({EBPF_INTERFACE_ANNOTATION})
+
+    @model_validator(mode="after")
+    def _check_ebpf(self) -> Gateway:
+        problems = Problems()
+        iface = self.metadata.annotations.get(EBPF_INTERFACE_ANNOTATION)
+        if iface is not None and not _IFACE_RE.fullmatch(iface):
+            problems.add(("metadata", "annotations", EBPF_INTERFACE_ANNOTATION),
+                         f'"{iface}" is not a network interface name (1-15 characters, no '
+                         "spaces or slashes)")
+        problems.raise_if_any()
+        return self
+
     def listener(self, name: str) -> Listener | None:
         return next((item for item in self.spec.listeners if item.name == name), None)
+
+    @property
+    def vip(self) -> str | None:
+        """The first IPv4 IPAddress of ``spec.addresses``: the eBPF fast path's virtual IP."""
+        for address in self.spec.addresses:
+            if address.type == "IPAddress" and address.value is not None:
+                try:
+                    return str(ipaddress.IPv4Address(address.value))
+                except ValueError:
+                    continue
+        return None
+
+    @property
+    def ebpf_interface(self) -> str | None:
+        return self.metadata.annotations.get(EBPF_INTERFACE_ANNOTATION)
