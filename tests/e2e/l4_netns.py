@@ -210,15 +210,16 @@ class L4Lab:
                 return port
         raise AssertionError(f"no client port in {attempts} tries fits the test's condition")
 
-    def tcp_connect(self, port: int, source_port: int) -> socket.socket:
-        """A connection from the client to VIP:``port`` from ``source_port``."""
+    def tcp_connect(self, port: int, source_port: int, host: str | None = None) -> socket.socket:
+        """A connection from the client to VIP:``port`` (or ``host``:``port``) from
+        ``source_port``."""
         sock = in_namespace(self.client, lambda: socket.socket(socket.AF_INET,
                                                                 socket.SOCK_STREAM))
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.settimeout(IO_TIMEOUT)
             sock.bind((self.client_address, source_port))
-            sock.connect((self.vip, port))
+            sock.connect((self.vip if host is None else host, port))
         except BaseException:
             sock.close()
             raise

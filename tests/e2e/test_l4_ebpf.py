@@ -149,6 +149,27 @@ def test_tcp_connections_reach_the_backend_the_table_names(lab: L4Lab,
         assert (seen.packets > 0, seen.reply_packets > 0) == (used, used), (name, seen)
 
 
+def test_a_direct_connection_from_a_port_an_ended_vip_flow_used_is_left_alone(
+        lab: L4Lab, plane: EbpfDataPlane) -> None:
+    """A client (a health checker, say) that connects straight to a backend from the
+    address:port of an ended VIP flow must get the backend's own replies: the old flow's reply
+    entry must not rewrite its SYN-ACK to come from the VIP (it would never connect)."""
+    vip, table = start(lab, plane, "tcp")
+    port = lab.source_port()
+    name = vip.owner(table, port)
+    through_vip = vip.connect(port)
+    try:
+        assert ask(through_vip, "through the vip") == name
+    finally:
+        through_vip.close()
+    # Rewritten, its SYN-ACK would come from the VIP and the connect would time out.
+    direct = lab.tcp_connect(BACKEND_PORTS["tcp"], port, host=lab.backends[name])
+    try:
+        assert ask(direct, "straight to the backend") == name
+    finally:
+        direct.close()
+
+
 def test_udp_counters_count_packets_and_bytes_per_backend(lab: L4Lab,
                                                           plane: EbpfDataPlane) -> None:
     vip, table = start(lab, plane, "udp")

@@ -74,11 +74,14 @@ class L4Service:
         self._members: dict[str, frozenset[str]] = {}  # health key of a set -> backend keys
         self._applying = asyncio.Lock()  # reloads apply one after another, in order
         self._syncer: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def apply(self, listeners: Iterable[L4Listener],
                     backend_sets: Mapping[str, WatchedPool]) -> None:
         """Serve exactly ``listeners`` (with a route); see the module docstring."""
         async with self._applying:
+            if self._closed:  # a reload that lost the race with shutdown: start nothing
+                return
             await self._apply(listeners, backend_sets)
             await self._sync_fast_paths()
         if self._syncer is None and any(r.fast for r in self._running.values()):
@@ -118,10 +121,11 @@ class L4Service:
                 if moved:
                     log.info("%d flow(s) of %s lost their backend to the reload",
                              len(moved), route.key)
-            if route.dataplane != running.route.dataplane or (route.table_size != \
-                    running.route.table_size and running.fast is not None):
-                log.warning("route %s changes its data plane or table size: applied to the "
-                            "eBPF fast path after a restart", route.key)
+            if route.dataplane != running.route.dataplane or (running.fast is not None and (
+                    route.table_size, route.algorithm) != (running.route.table_size,
+                                                           running.route.algorithm)):
+                log.warning("route %s changes its data plane, algorithm or table size: applied "
+                            "to the eBPF fast path after a restart", route.key)
             running.route = route
             running.listener = listener
             self._retune(running)
@@ -315,12 +319,17 @@ class L4Service:
                     "error": str(error)}
 
     async def close(self) -> None:
-        if self._syncer is not None:
-            self._syncer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._syncer
-            self._syncer = None
-        running, self._running = list(self._running.values()), {}
-        for item in running:
-            await self._close_fast_path(item)
-            await item.proxy.close(0.0)
+        # Under the lock: an apply in progress (a reload starting a listener, its fast path
+        # attaching in a thread that cancelling would not stop) finishes first and its
+        # listeners are closed here too; later applies start nothing.
+        async with self._applying:
+            self._closed = True
+            if self._syncer is not None:
+                self._syncer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._syncer
+                self._syncer = None
+            running, self._running = list(self._running.values()), {}
+            for item in running:
+                await self._close_fast_path(item)
+                await item.proxy.close(0.0)

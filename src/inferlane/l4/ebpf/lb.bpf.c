@@ -34,6 +34,8 @@
 #define NO_BACKEND 0xffffffffu
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
+#define TCP_SYN_BIT 0x02 // the flags byte, 13 bytes into the TCP header
+#define TCP_ACK_BIT 0x10
 
 struct lb_config {
 	__be32 vip;
@@ -277,6 +279,31 @@ static __always_inline struct flow_target *pick(const struct lb_config *settings
 	return bpf_map_lookup_elem(&flows, key);
 }
 
+// A client opening a connection straight to a backend (not through the VIP) from an
+// address:port that an ended VIP flow used: the reply entry of that old flow would rewrite
+// the backend's SYN-ACK to come from the VIP and the connection would never open. TCP entries
+// are only evicted by the LRU, so a SYN (without ACK) to anything but the VIP forgets the
+// reply entry of its reverse tuple. Only SYNs pay the lookup.
+static __always_inline void forget_direct(struct __sk_buff *skb, __u32 l4_off,
+					  const struct flow_key *key)
+{
+	struct flow_key reply_key = {};
+	__u8 flags;
+
+	if (key->protocol != IPPROTO_TCP)
+		return;
+	if (bpf_skb_load_bytes(skb, l4_off + 13, &flags, sizeof(flags)) < 0)
+		return;
+	if ((flags & (TCP_SYN_BIT | TCP_ACK_BIT)) != TCP_SYN_BIT)
+		return;
+	reply_key.src_ip = key->dst_ip;
+	reply_key.dst_ip = key->src_ip;
+	reply_key.src_port = key->dst_port;
+	reply_key.dst_port = key->src_port;
+	reply_key.protocol = key->protocol;
+	bpf_map_delete_elem(&replies, &reply_key);
+}
+
 SEC("tc")
 int to_backend(struct __sk_buff *skb)
 {
@@ -291,9 +318,13 @@ int to_backend(struct __sk_buff *skb)
 	if (!settings)
 		return TC_ACT_UNSPEC;
 	l4_off = parse(skb, &key);
-	if (!l4_off || key.dst_ip != settings->vip || key.dst_port != settings->port ||
-	    key.protocol != settings->protocol)
+	if (!l4_off)
 		return TC_ACT_UNSPEC;
+	if (key.dst_ip != settings->vip || key.dst_port != settings->port ||
+	    key.protocol != settings->protocol) {
+		forget_direct(skb, l4_off, &key);
+		return TC_ACT_UNSPEC;
+	}
 
 	if (key.protocol == IPPROTO_UDP && settings->udp_idle_ns)
 		now = bpf_ktime_get_ns();
@@ -316,6 +347,29 @@ int to_backend(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+// A UDP reply belongs to a VIP flow only while that flow is tracked and not idle past the
+// timeout (the forward entry is keyed by client and VIP: the reply's destination and the
+// reply entry's target).
+static __always_inline int udp_flow_alive(const struct flow_key *reply,
+					  const struct flow_target *vip)
+{
+	struct flow_key forward_key = {};
+	struct lb_config *settings;
+	struct flow_target *forward;
+	__u32 zero = 0;
+
+	settings = bpf_map_lookup_elem(&config, &zero);
+	if (!settings || !settings->udp_idle_ns)
+		return 1;
+	forward_key.src_ip = reply->dst_ip;
+	forward_key.dst_ip = vip->ip;
+	forward_key.src_port = reply->dst_port;
+	forward_key.dst_port = vip->port;
+	forward_key.protocol = reply->protocol;
+	forward = bpf_map_lookup_elem(&flows, &forward_key);
+	return forward && bpf_ktime_get_ns() - forward->last_seen_ns <= settings->udp_idle_ns;
+}
+
 SEC("tc")
 int from_backend(struct __sk_buff *skb)
 {
@@ -329,6 +383,12 @@ int from_backend(struct __sk_buff *skb)
 	target = bpf_map_lookup_elem(&replies, &key);
 	if (!target)
 		return TC_ACT_UNSPEC;
+	if (key.protocol == IPPROTO_UDP && !udp_flow_alive(&key, target)) {
+		// Its VIP flow idled out: this is some other exchange between the same two
+		// address:port pairs, not ours to rewrite.
+		bpf_map_delete_elem(&replies, &key);
+		return TC_ACT_UNSPEC;
+	}
 	count(target->backend, skb, 1);
 	if (rewrite(skb, l4_off, key.protocol, 1, key.src_ip, target->ip, key.src_port,
 		    target->port) < 0)

@@ -4,8 +4,9 @@ API, through netlink in the calling thread's network namespace).
 Where it sits: ``dataplane`` calls ``attach`` while starting and ``detach`` while closing,
 both inside the load balancer's namespace (``netns.run_in_namespace``). Filters are
 direct-action ``bpf`` filters at ``priority`` with a ``handle`` of the caller's choosing; the
-clsact qdisc is added when missing and removed again only by whoever added it (destroying
-it would take other tools' filters with it).
+clsact qdisc is added when missing and removed again only by this process, once the last of its
+attachments on that interface is detached (several fast paths, e.g. a TCP and a UDP VIP, share
+one interface's qdisc; destroying it would take the others' filters with it, and other tools').
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from inferlane.l4.ebpf.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS, BpfTcHook, B
 
 DIRECTIONS = {BPF_TC_INGRESS: "ingress", BPF_TC_EGRESS: "egress"}
 _GONE = (-errno.ENOENT, -errno.ENODEV)  # the filter, or its whole device, is not there
+# This process's attachments per (network namespace inode, ifindex), and the qdiscs it added.
+_USERS: dict[tuple[int, int], int] = {}
+_CREATED: set[tuple[int, int]] = set()
+
+
+def _where(ifindex: int) -> tuple[int, int]:
+    """The interface's identity across namespaces (this thread's namespace inode + index)."""
+    return os.stat("/proc/thread-self/ns/net").st_ino, ifindex
 
 
 @dataclass
@@ -34,7 +43,7 @@ class Attachment:
     ifindex: int
     handle: int
     priority: int
-    hook_created: bool
+    where: tuple[int, int]  # _where(ifindex), counted in _USERS until detached
     program_ids: list[tuple[int, int]] = field(default_factory=list)  # (point, kernel id)
 
 
@@ -50,9 +59,12 @@ def attach(interface: str, programs: Sequence[tuple[int, int, str]], *, handle: 
     hook = BpfTcHook(sz=sizeof(BpfTcHook), ifindex=ifindex,
                      attach_point=BPF_TC_INGRESS | BPF_TC_EGRESS)
     result = lib.bpf_tc_hook_create(ctypes.byref(hook))
+    where = _where(ifindex)
     if result != -errno.EEXIST:
         check(result, f"adding a clsact qdisc to {interface}")
-    done = Attachment(interface, ifindex, handle, priority, hook_created=result != -errno.EEXIST)
+        _CREATED.add(where)
+    _USERS[where] = _USERS.get(where, 0) + 1
+    done = Attachment(interface, ifindex, handle, priority, where)
     try:
         for point, fd, name in programs:
             hook.attach_point = point
@@ -92,12 +104,18 @@ def detach(attachment: Attachment) -> None:
             problems.append(f"detaching from {attachment.interface} {DIRECTIONS[point]}: "
                             f"{os.strerror(-result)}")
     attachment.program_ids.clear()
-    if attachment.hook_created:
-        hook.attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS
-        result = lib.bpf_tc_hook_destroy(ctypes.byref(hook))
-        if result < 0 and result not in _GONE:
-            problems.append(f"removing the clsact qdisc of {attachment.interface}: "
-                            f"{os.strerror(-result)}")
-        attachment.hook_created = False
+    where = attachment.where
+    users = _USERS.get(where, 0) - 1
+    if users > 0:
+        _USERS[where] = users
+    else:
+        _USERS.pop(where, None)
+        if where in _CREATED:  # the last of ours: the qdisc we added goes too
+            _CREATED.discard(where)
+            hook.attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS
+            result = lib.bpf_tc_hook_destroy(ctypes.byref(hook))
+            if result < 0 and result not in _GONE:
+                problems.append(f"removing the clsact qdisc of {attachment.interface}: "
+                                f"{os.strerror(-result)}")
     if problems:
         raise EbpfError("; ".join(problems))
