@@ -76,9 +76,21 @@ def render(listeners: list[Mapping[str, object]]) -> RenderableType:
             f"{_count(listener.get('flows'))} flows", style="bold")
         if note:
             header.append(f"\n  {note}", style="yellow")
+        fast = listener.get("ebpf")
+        fast = fast if isinstance(fast, Mapping) else None
+        kernel = fast.get("backends") if fast is not None else None
+        kernel = kernel if isinstance(kernel, Mapping) else None
+        if fast is not None:
+            header.append(f"\n  kernel: {_count(fast.get('flows'))} flows, "
+                          f"{_count(fast.get('dropped'))} packets dropped (no backend)"
+                          + (f"; {fast['error']}" if fast.get("error") else ""))
+        columns = ["backend", "weight", "new flows", "flows", "active", "opened", "bytes in",
+                   "bytes out", "connect failures"]
+        if kernel is not None:
+            columns += ["kernel packets in", "kernel packets out", "kernel bytes in",
+                        "kernel bytes out"]
         table = Table(show_edge=True)
-        for column in ("backend", "weight", "new flows", "flows", "active", "opened",
-                       "bytes in", "bytes out", "connect failures"):
+        for column in columns:
             table.add_column(column, overflow="fold",
                              justify="left" if column in ("backend", "new flows") else "right")
         backends = listener.get("backends")
@@ -93,9 +105,16 @@ def render(listeners: list[Mapping[str, object]]) -> RenderableType:
                 state = Text("yes", style="green")
             else:
                 state = Text("no (health)", style="red")
-            table.add_row(str(backend.get("backend", "?")), _count(backend.get("weight")),
-                          state, _count(backend.get("flows")), _count(stats.get("active")),
-                          _count(stats.get("total")), _bytes(stats.get("bytes_in")),
-                          _bytes(stats.get("bytes_out")), _count(stats.get("connect_failures")))
+            cells: list[str | Text] = [
+                str(backend.get("backend", "?")), _count(backend.get("weight")), state,
+                _count(backend.get("flows")), _count(stats.get("active")),
+                _count(stats.get("total")), _bytes(stats.get("bytes_in")),
+                _bytes(stats.get("bytes_out")), _count(stats.get("connect_failures"))]
+            if kernel is not None:
+                counters = kernel.get(str(backend.get("backend")))
+                counters = counters if isinstance(counters, Mapping) else {}
+                cells += [_count(counters.get("packets")), _count(counters.get("reply_packets")),
+                          _bytes(counters.get("bytes")), _bytes(counters.get("reply_bytes"))]
+            table.add_row(*cells)
         parts += [header, table]
     return Group(*parts)
