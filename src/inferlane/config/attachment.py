@@ -45,21 +45,31 @@ def listener_rejection(listener: Listener, gateway_namespace: str, route_namespa
     return None
 
 
-def attached_listeners(gateway: Gateway, ref: ParentReference, route_namespace: str,
-                       route_hostnames: Sequence[str]) -> tuple[tuple[Listener, ...], str]:
-    """The listeners ``ref`` attaches the route to and, when there are none, why not."""
+def selected_listeners(gateway: Gateway, ref: ParentReference) -> tuple[list[Listener], str]:
+    """The listeners a parentRef's ``sectionName``/``port`` select (any route kind) and, when
+    there are none, why not."""
     candidates = [listener for listener in gateway.spec.listeners
                   if (ref.section_name is None or listener.name == ref.section_name)
                   and (ref.port is None or listener.port == ref.port)]
+    if candidates:
+        return candidates, ""
+    wanted = []
+    if ref.section_name is not None:
+        wanted.append(f'named "{ref.section_name}"')
+    if ref.port is not None:
+        wanted.append(f"on port {ref.port}")
+    known = ", ".join(f"{item.name} ({item.protocol} {item.port})"
+                      for item in gateway.spec.listeners)
+    return [], (f"Gateway {gateway.namespace}/{gateway.name} has no listener "
+                f"{' and '.join(wanted)}; its listeners: {known}")
+
+
+def attached_listeners(gateway: Gateway, ref: ParentReference, route_namespace: str,
+                       route_hostnames: Sequence[str]) -> tuple[tuple[Listener, ...], str]:
+    """The listeners ``ref`` attaches the route to and, when there are none, why not."""
+    candidates, none_selected = selected_listeners(gateway, ref)
     if not candidates:
-        wanted = []
-        if ref.section_name is not None:
-            wanted.append(f'named "{ref.section_name}"')
-        if ref.port is not None:
-            wanted.append(f"on port {ref.port}")
-        known = ", ".join(f"{item.name} ({item.port})" for item in gateway.spec.listeners)
-        return (), (f"Gateway {gateway.namespace}/{gateway.name} has no listener "
-                    f"{' and '.join(wanted)}; its listeners: {known}")
+        return (), none_selected
     accepted: list[Listener] = []
     reasons: list[str] = []
     for listener in candidates:

@@ -31,6 +31,7 @@ from inferlane.config.checks_index import (
     ResourceKey,
     check_pool_ref,
     not_found,
+    parent_gateway,
 )
 from inferlane.config.health_checks import check_health
 from inferlane.config.issues import suggest
@@ -39,7 +40,6 @@ from inferlane.config.paths import Path
 from inferlane.config.policy_checks import check_policies
 from inferlane.config.resources import (
     ANNOTATION_PREFIX,
-    GATEWAY_GROUP,
     LOAD_BALANCING_ANNOTATION,
     NOT_IMPLEMENTED_FILTERS,
     PICKER_CONFIG_ANNOTATION,
@@ -131,17 +131,8 @@ def _check_route(item: Loaded, route: HTTPRoute, index: Index, findings: Finding
                                                      "parentRefs: [{name: <gateway name>}]")
     for k, parent in enumerate(spec.parent_refs):
         path: Path = ("spec", "parentRefs", k)
-        if (parent.group, parent.kind) != (GATEWAY_GROUP, "Gateway"):
-            findings.error(item, (*path, "kind"), f'parent {parent.kind} in group '
-                                                  f'"{parent.group}" is not supported: only '
-                                                  "Gateway parents are")
-            continue
-        namespace = parent.namespace or route.namespace
-        gateway = index.get("Gateway", namespace, parent.name)
-        if not isinstance(gateway, Gateway):
-            missing = not_found(index, findings, "Gateway", namespace, parent.name)
-            if missing:
-                findings.error(item, (*path, "name"), missing)
+        gateway = parent_gateway(item, path, parent, route.namespace, index, findings)
+        if gateway is None:
             continue
         listeners, why = attached_listeners(gateway, parent, route.namespace, spec.hostnames)
         if not listeners:

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from inferlane.config.issues import suggest
 from inferlane.config.paths import Path, format_path
 from inferlane.config.resources import (
+    GATEWAY_GROUP,
     INFERENCE_GROUP,
+    Gateway,
     HTTPRoute,
     InferencePool,
     ModelServer,
+    ParentReference,
     Resource,
     TrafficPolicy,
 )
@@ -84,6 +87,25 @@ def not_found(index: Index, findings: Findings, kind: str, namespace: str,
     return message + (f' (did you mean "{hint}"?)' if hint else "")
 
 
+
+
+def parent_gateway(item: Loaded, path: Path, parent: ParentReference, route_namespace: str,
+                   index: Index, findings: Findings) -> Gateway | None:
+    """The Gateway a route's ``parentRefs`` entry names; None after reporting a parent that is
+    not a Gateway or a Gateway that does not exist."""
+    if (parent.group, parent.kind) != (GATEWAY_GROUP, "Gateway"):
+        findings.error(item, (*path, "kind"), f'parent {parent.kind} in group '
+                                              f'"{parent.group}" is not supported: only '
+                                              "Gateway parents are")
+        return None
+    namespace = parent.namespace or route_namespace
+    gateway = index.get("Gateway", namespace, parent.name)
+    if not isinstance(gateway, Gateway):
+        missing = not_found(index, findings, "Gateway", namespace, parent.name)
+        if missing:
+            findings.error(item, (*path, "name"), missing)
+        return None
+    return gateway
 
 
 def check_pool_ref(item: Loaded, namespace: str, group: str, kind: str, name: str,

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from inferlane.config.checks_index import Findings, Index, Loaded, not_found
+from inferlane.config.attachment import selected_listeners
+from inferlane.config.checks_index import Findings, Index, Loaded, not_found, parent_gateway
 from inferlane.config.paths import Path
 from inferlane.config.resources import (
     GATEWAY_GROUP,
@@ -62,19 +63,9 @@ def l4_listener_rejection(listener: Listener, gateway_namespace: str,
 def attached_l4_listeners(gateway: Gateway, ref: ParentReference,
                           route: L4Route) -> tuple[tuple[Listener, ...], str]:
     """The listeners ``ref`` attaches ``route`` to and, when there are none, why not."""
-    candidates = [listener for listener in gateway.spec.listeners
-                  if (ref.section_name is None or listener.name == ref.section_name)
-                  and (ref.port is None or listener.port == ref.port)]
+    candidates, none_selected = selected_listeners(gateway, ref)
     if not candidates:
-        wanted = []
-        if ref.section_name is not None:
-            wanted.append(f'named "{ref.section_name}"')
-        if ref.port is not None:
-            wanted.append(f"on port {ref.port}")
-        known = ", ".join(f"{item.name} ({item.protocol} {item.port})"
-                          for item in gateway.spec.listeners)
-        return (), (f"Gateway {gateway.namespace}/{gateway.name} has no listener "
-                    f"{' and '.join(wanted)}; its listeners: {known}")
+        return (), none_selected
     accepted: list[Listener] = []
     reasons: list[str] = []
     for listener in candidates:
@@ -114,17 +105,8 @@ def _check_parents(item: Loaded, route: L4Route, index: Index,
     this = f"{route.kind} {route.namespace}/{route.name}"
     for k, parent in enumerate(route.spec.parent_refs):
         path: Path = ("spec", "parentRefs", k)
-        if (parent.group, parent.kind) != (GATEWAY_GROUP, "Gateway"):
-            findings.error(item, (*path, "kind"), f'parent {parent.kind} in group '
-                                                  f'"{parent.group}" is not supported: only '
-                                                  "Gateway parents are")
-            continue
-        namespace = parent.namespace or route.namespace
-        gateway = index.get("Gateway", namespace, parent.name)
-        if not isinstance(gateway, Gateway):
-            missing = not_found(index, findings, "Gateway", namespace, parent.name)
-            if missing:
-                findings.error(item, (*path, "name"), missing)
+        gateway = parent_gateway(item, path, parent, route.namespace, index, findings)
+        if gateway is None:
             continue
         listeners, why = attached_l4_listeners(gateway, parent, route)
         if not listeners:
