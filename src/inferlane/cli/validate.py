@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import Counter
 
@@ -30,19 +31,15 @@ def run(args: argparse.Namespace) -> int:
     for warning in bundle.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     kinds = Counter[str]()
-    kinds["Gateway"] = len(bundle.gateways)
-    kinds["HTTPRoute"] = len(bundle.http_routes)
-    kinds["InferencePool"] = len(bundle.inference_pools)
-    kinds["ModelServer"] = len(bundle.model_servers)
-    kinds["InferenceModelRewrite"] = len(bundle.model_rewrites)
-    kinds["EndpointPickerConfig"] = len(bundle.picker_configs)
-    kinds["InferenceObjective"] = len(bundle.objectives)
-    kinds["InferenceModel"] = len(bundle.inference_models)
-    kinds["RateLimitPolicy"] = len(bundle.rate_limit_policies)
-    kinds["Provider"] = len(bundle.providers)
-    kinds["TrafficPolicy"] = len(bundle.traffic_policies)
+    for field in dataclasses.fields(bundle):
+        value = getattr(bundle, field.name)
+        if field.name != "warnings" and isinstance(value, tuple):
+            for resource in value:
+                kinds[type(resource).__name__] += 1
     summary = ", ".join(f"{n} {kind}" for kind, n in kinds.items() if n)
     endpoints = sum(len(pool.endpoints) for pool in snapshot.pools.values())
-    print(f"{args.file}: valid ({summary}; {endpoints} endpoints; "
+    l4 = sum(1 for listener in snapshot.l4 if listener.routes)
+    l4_note = f"{l4} TCP/UDP listeners; " if l4 else ""
+    print(f"{args.file}: valid ({summary}; {endpoints} endpoints; {l4_note}"
           f"models: {', '.join(snapshot.models) or 'any'})")
     return 0
