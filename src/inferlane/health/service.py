@@ -110,15 +110,13 @@ class HealthService:
             if not self.tracker.is_watched(monitor, endpoint, region):
                 continue
             used += 1
-            self._metrics.probes.labels(monitor, region, "ok" if result.ok else "failed").inc()
-            if result.rtt is not None:
-                self._metrics.probe_rtt.labels(monitor, region).observe(result.rtt)
+            self._metrics.probed(monitor, region, result)
             changes += self.tracker.record(monitor, endpoint, region, result, now)
         self.emit(changes)
         return used
 
     def _probed(self, monitor: MonitorSpec, target: ProbeTarget, result: ProbeResult) -> None:
-        self._metrics.probed(monitor, target, self.region, result)
+        self._metrics.probed(monitor.key, self.region, result)
         self.emit(self.tracker.record(monitor.key, target.endpoint, self.region, result,
                                       self._clock()))
 

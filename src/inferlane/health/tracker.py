@@ -90,6 +90,7 @@ class PoolView:
     weights: Mapping[str, float]
     critical: bool
     panic: bool
+    routable: int = 0  # endpoints neither UNHEALTHY, ejected nor draining (panic aside)
 
 
 @dataclass(slots=True)
@@ -107,6 +108,7 @@ class _PoolState:
     endpoints: dict[str, _EndpointState] = field(default_factory=dict)
     critical: bool = False
     quiet: bool = True  # nothing limits any endpoint: the picker may use the pool as it is
+    weights: dict[str, int] = field(default_factory=dict)  # ModelServer weights; 0 drains
 
 
 _NO_VERDICT = GroupVerdict(Health.UNKNOWN, "no monitor", 0, 0, ())
@@ -146,7 +148,8 @@ class HealthTracker:
                     outlier = OutlierDetector(addresses, config)
             # Not quiet: kept verdicts, drains, ejections and new weights must reach the next
             # view(), which returns to the fast path itself when nothing limits the pool.
-            state = _PoolState(watched=watched, outlier=outlier, quiet=False)
+            state = _PoolState(watched=watched, outlier=outlier, quiet=False,
+                               weights={e.address: e.weight for e in watched.endpoints})
             for address in addresses:
                 kept = previous.endpoints.get(address) if previous is not None else None
                 state.endpoints[address] = kept or _EndpointState(_NO_VERDICT, ())
@@ -411,13 +414,13 @@ class HealthTracker:
                                           event.reason))
             pool.quiet = False
             changes.append(Change("endpoint", settings.pool, address, str(verdict.verdict),
-                                  self._why(verdict, members, address)))
+                                  self._why(verdict, members, address, settings.regions)))
         if critical:
             changes += self._pool_critical(pool, now)
         return changes
 
     def _why(self, verdict: GroupVerdict, members: list[tuple[Member, MemberVerdict]],
-             address: str) -> str:
+             address: str, regions: tuple[str, ...]) -> str:
         """The group's reason plus what the failing members' probes last said."""
         if verdict.verdict is not Health.UNHEALTHY:
             return verdict.reason
@@ -425,10 +428,11 @@ class HealthTracker:
         for member, member_verdict_ in members:
             if member_verdict_.verdict is not Health.UNHEALTHY:
                 continue
-            for (monitor, endpoint, region), series in self._series.items():
-                if monitor == member.monitor and endpoint == address \
-                        and series.verdict is Health.UNHEALTHY and series.last is not None:
-                    causes.append(f"{monitor} from {region}: {series.last.reason}")
+            for region in regions:
+                series = self._series.get((member.monitor, address, region))
+                if series is not None and series.verdict is Health.UNHEALTHY \
+                        and series.last is not None:
+                    causes.append(f"{member.monitor} from {region}: {series.last.reason}")
                     break
         return f"{verdict.reason} ({'; '.join(causes)})" if causes else verdict.reason
 
@@ -438,29 +442,20 @@ class HealthTracker:
             return []
         pool.critical = view.critical
         settings = pool.watched.settings
-        routable = self._available(pool, now)
-        reason = (f"{routable} of {len(pool.endpoints)} endpoints routable "
+        reason = (f"{view.routable} of {len(pool.endpoints)} endpoints routable "
                   f"(minimum {settings.min_healthy})")
         return [Change("pool", settings.pool, "", "critical" if view.critical else "ok", reason)]
 
-    def _available(self, pool: _PoolState, now: float) -> int:
-        ejected = set(pool.outlier.view(now).ejected) if pool.outlier is not None else set()
-        return sum(1 for address, state in pool.endpoints.items()
-                   if state.verdict.verdict is not Health.UNHEALTHY and address not in ejected
-                   and not self._draining(pool, address))
-
-    def _draining(self, pool: _PoolState, address: str) -> bool:
-        state = pool.endpoints[address]
-        if state.admin_drain:
-            return True
-        return any(e.weight == 0 for e in pool.watched.endpoints if e.address == address)
+    @staticmethod
+    def _draining(pool: _PoolState, address: str) -> bool:
+        return pool.endpoints[address].admin_drain or pool.weights.get(address, 1) == 0
 
     def _view(self, pool: _PoolState, now: float) -> PoolView:
         settings = pool.watched.settings
         passive = pool.outlier.view(now) if pool.outlier is not None else None
         ejected = set(passive.ejected) if passive is not None else set()
-        configured = {e.address: e.weight for e in pool.watched.endpoints}
-        top = max((w for w in configured.values()), default=1) or 1
+        configured = pool.weights
+        top = max(configured.values(), default=1) or 1
         open_: dict[str, float] = {}
         routable: dict[str, float] = {}
         for address, state in pool.endpoints.items():
@@ -479,7 +474,8 @@ class HealthTracker:
         panic = bool(open_) and len(routable) * 100 < settings.panic_threshold_percent * len(
             open_)
         weights = open_ if panic else routable
-        return PoolView(MappingProxyType(weights), critical=critical, panic=panic)
+        return PoolView(MappingProxyType(weights), critical=critical, panic=panic,
+                        routable=len(routable))
 
 
 def _ramp(recovered_at: float | None, slow_start: float, now: float) -> float:

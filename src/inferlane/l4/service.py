@@ -264,11 +264,6 @@ class L4Service:
                 return True
         return False
 
-    def ports(self) -> dict[str, int]:
-        """Bound port per listener ``gateway/name``."""
-        return {f"{gw}/{name}": running.proxy.port
-                for (gw, name), running in self._running.items()}
-
     def status(self, *, count_flows: bool = True) -> dict[str, Any]:
         """What ``GET /admin/l4`` and ``inferlane l4 status`` show (``count_flows``: walk the
         eBPF flow table too, one syscall per flow; /metrics skips it)."""

@@ -10,7 +10,6 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from inferlane.health.monitors import MonitorSpec, ProbeTarget
 from inferlane.health.tracker import Change
 from inferlane.health.verdicts import ProbeResult
 
@@ -52,11 +51,11 @@ class HealthMetrics:
             "Round-trip time of probes that got an answer.",
             ["monitor", "region"], buckets=_PROBE_BUCKETS, registry=r)
 
-    def probed(self, monitor: MonitorSpec, target: ProbeTarget, region: str,
-               result: ProbeResult) -> None:
-        self.probes.labels(monitor.key, region, "ok" if result.ok else "failed").inc()
+    def probed(self, monitor: str, region: str, result: ProbeResult) -> None:
+        """One probe result of ``monitor`` (its key) from ``region``, local or an agent's."""
+        self.probes.labels(monitor, region, "ok" if result.ok else "failed").inc()
         if result.rtt is not None:
-            self.probe_rtt.labels(monitor.key, region).observe(result.rtt)
+            self.probe_rtt.labels(monitor, region).observe(result.rtt)
 
     def changed(self, change: Change) -> None:
         self.transitions.labels(change.kind, change.pool, change.endpoint, change.state).inc()
