@@ -1,9 +1,10 @@
 """Per-backend circuit breakers ("cooldowns") for the fallback/retry path.
 
-The fallback path asks ``allow`` before an attempt to a key (a provider key or
-``"pool@endpoint-address"``) and reports it with ``record``, or ``hold`` for a 429's Retry-After
-(back-pressure, not ill health): a failing backend is skipped instead of costing every request a
-timeout. Outcomes count in whole-second buckets per key, at most ``ceil(window)`` of them.
+The fallback path asks ``allow`` before an attempt to a key (a provider's label; pool endpoints
+are judged by their pool's health, ``health/``, instead) and reports it with ``record``, or
+``hold`` for a 429's Retry-After (back-pressure, not ill health): a failing backend is skipped
+instead of costing every request a timeout. Outcomes count in whole-second buckets per key, at
+most ``ceil(window)`` of them.
 
 - OPEN turns HALF_OPEN lazily, when the key is next looked at on or after ``until``. One probe
   goes; if its caller never reports (crashed, cancelled) the slot frees after ``probe_timeout``.

@@ -10,7 +10,7 @@ field for lives here, attached by ``targetRefs`` (a whole HTTPRoute, or one rule
   failure classes, only before the first response byte reached the client;
 - ``retry``: the retry budget (extra attempts per route rule, as a share of requests), the
   backoff cap and how long a 429's ``Retry-After`` may be waited out on the same backend;
-- ``cooldown``: the circuit breaker that skips a backend (a provider, or one pool endpoint)
+- ``cooldown``: the circuit breaker that skips a provider
   failing most of its recent requests until a probe request succeeds;
 - ``mirror``: limits of the RequestMirror copies (concurrency, timeout);
 - ``steering``: how requests order the rule's backends by health and policy (failover order,
@@ -103,7 +103,8 @@ class RetrySettings(StrictModel):
 
 
 class Cooldown(StrictModel):
-    """Circuit breaker per provider and per pool endpoint."""
+    """Circuit breaker per provider (pool endpoints: the pool's outlier detection, see
+    HealthCheckPolicy)."""
 
     enabled: bool = Field(True, description="Turn the breaker off.")
     window: Duration = Field("60s", description="Recent outcomes considered.")
